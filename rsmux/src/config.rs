@@ -1,0 +1,172 @@
+//! Session configuration, with Go smux's defaults and validation rules (SPEC §3).
+
+use std::time::Duration;
+
+/// Highest payload a frame can carry: the LENGTH field is a `u16`.
+pub const MAX_FRAME_PAYLOAD: usize = u16::MAX as usize;
+
+/// Largest receive budget or stream window Go accepts (`int32` maximum).
+pub const MAX_BUFFER: usize = i32::MAX as usize;
+
+/// Configuration of one session.
+///
+/// Field names follow Go's `smux.Config`; [`Config::default`] equals Go's `DefaultConfig()`.
+/// Both peers must use the same [`version`](Config::version): there is no negotiation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Protocol version, 1 or 2. Version 2 adds per-stream sliding windows (`UPD` frames).
+    pub version: u8,
+    /// Disables keepalive: no `NOP` frames are sent and a silent peer is never timed out.
+    pub keep_alive_disabled: bool,
+    /// How often a `NOP` frame is sent to keep the peer's keepalive satisfied.
+    pub keep_alive_interval: Duration,
+    /// The session closes when nothing at all was received for this long.
+    pub keep_alive_timeout: Duration,
+    /// Largest payload of a frame this side sends (at most 65535).
+    pub max_frame_size: usize,
+    /// Session-wide budget of received bytes not yet read by the application. The socket is not
+    /// read while the budget is exhausted.
+    pub max_receive_buffer: usize,
+    /// Per-stream window advertised to the peer (protocol version 2 only).
+    pub max_stream_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            version: 1,
+            keep_alive_disabled: false,
+            keep_alive_interval: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(30),
+            max_frame_size: 32768,
+            max_receive_buffer: 4_194_304,
+            max_stream_buffer: 65536,
+        }
+    }
+}
+
+/// A configuration value that [`Config::validate`] rejects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config: {field}: {reason}")]
+pub struct ConfigError {
+    /// Name of the offending field of [`Config`].
+    pub field: &'static str,
+    /// Why the value was rejected.
+    pub reason: &'static str,
+}
+
+impl Config {
+    /// Checks every rule of Go's `VerifyConfig`, in its order, plus the ones Go forgets
+    /// (a zero keepalive interval is rejected even though Go would panic on it later).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |field, reason| Err(ConfigError { field, reason });
+        if !matches!(self.version, 1 | 2) {
+            return err("version", "unsupported protocol version (must be 1 or 2)");
+        }
+        if !self.keep_alive_disabled {
+            if self.keep_alive_interval.is_zero() {
+                return err("keep_alive_interval", "must be larger than zero");
+            }
+            if self.keep_alive_timeout < self.keep_alive_interval {
+                return err(
+                    "keep_alive_timeout",
+                    "must be larger than or equal to keep_alive_interval",
+                );
+            }
+        }
+        if self.max_frame_size == 0 {
+            return err("max_frame_size", "must be positive");
+        }
+        if self.max_frame_size > MAX_FRAME_PAYLOAD {
+            return err("max_frame_size", "must not be larger than 65535");
+        }
+        if self.max_receive_buffer == 0 {
+            return err("max_receive_buffer", "must be positive");
+        }
+        if self.max_receive_buffer > MAX_BUFFER {
+            return err("max_receive_buffer", "must not be larger than 2147483647");
+        }
+        if self.max_stream_buffer == 0 {
+            return err("max_stream_buffer", "must be positive");
+        }
+        if self.max_stream_buffer > self.max_receive_buffer {
+            return err(
+                "max_stream_buffer",
+                "must not be larger than max_receive_buffer",
+            );
+        }
+        if self.max_stream_buffer > MAX_BUFFER {
+            return err("max_stream_buffer", "must not be larger than 2147483647");
+        }
+        Ok(())
+    }
+
+    /// Whether protocol version 2 (per-stream windows) is in use.
+    pub(crate) fn v2(&self) -> bool {
+        self.version == 2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejects(f: impl FnOnce(&mut Config), field: &str) {
+        let mut c = Config::default();
+        f(&mut c);
+        assert_eq!(c.validate().unwrap_err().field, field);
+    }
+
+    #[test]
+    fn default_equals_go_default_config() {
+        let c = Config::default();
+        assert_eq!(c.version, 1);
+        assert!(!c.keep_alive_disabled);
+        assert_eq!(c.keep_alive_interval, Duration::from_secs(10));
+        assert_eq!(c.keep_alive_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_frame_size, 32768);
+        assert_eq!(c.max_receive_buffer, 4 * 1024 * 1024);
+        assert_eq!(c.max_stream_buffer, 65536);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn verify_config_rules() {
+        rejects(|c| c.version = 0, "version");
+        rejects(|c| c.version = 3, "version");
+        rejects(
+            |c| c.keep_alive_interval = Duration::ZERO,
+            "keep_alive_interval",
+        );
+        rejects(
+            |c| c.keep_alive_timeout = Duration::from_secs(5),
+            "keep_alive_timeout",
+        );
+        rejects(|c| c.max_frame_size = 0, "max_frame_size");
+        rejects(|c| c.max_frame_size = 65536, "max_frame_size");
+        rejects(|c| c.max_receive_buffer = 0, "max_receive_buffer");
+        rejects(|c| c.max_receive_buffer = 1 << 31, "max_receive_buffer");
+        rejects(|c| c.max_stream_buffer = 0, "max_stream_buffer");
+        rejects(
+            |c| c.max_stream_buffer = c.max_receive_buffer + 1,
+            "max_stream_buffer",
+        );
+    }
+
+    #[test]
+    fn boundaries_that_go_accepts() {
+        let mut c = Config {
+            max_frame_size: 65535,
+            max_receive_buffer: MAX_BUFFER,
+            max_stream_buffer: MAX_BUFFER,
+            ..Config::default()
+        };
+        assert!(c.validate().is_ok());
+        c.keep_alive_timeout = c.keep_alive_interval;
+        assert!(c.validate().is_ok());
+        // Keepalive values are not checked when keepalive is off.
+        c.keep_alive_disabled = true;
+        c.keep_alive_interval = Duration::ZERO;
+        assert!(c.validate().is_ok());
+    }
+}

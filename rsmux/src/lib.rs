@@ -1,0 +1,52 @@
+//! # rsmux
+//!
+//! Stream multiplexing over one reliable ordered connection, speaking the
+//! [smux](https://github.com/xtaci/smux) wire protocol (versions 1 and 2) byte for byte, so Rust
+//! programs talk to Go programs built on `xtaci/smux` and to each other.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use rsmux::{Config, Session};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let (tcp, _) = listener.accept().await?;
+//! let session = Session::server(tcp, Config::default())?;
+//! while let Ok(mut stream) = session.accept_stream().await {
+//!     tokio::spawn(async move {
+//!         let mut buf = vec![0u8; 4096];
+//!         while let Ok(n) = stream.read(&mut buf).await {
+//!             if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+//!                 break;
+//!             }
+//!         }
+//!     });
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//! - [`proto`]: the sans-IO protocol core ([`proto::Connection`]): frame codec, stream table,
+//!   receive budget, v2 windows, round-robin write scheduling and keepalive, with time and bytes
+//!   as inputs. No sockets, no tasks.
+//! - [`Session`] and [`Stream`]: a thin tokio driver, one task per session, no task, channel or
+//!   buffer per stream.
+//! - [`frame`]: the 8-byte header codec.
+//!
+//! ## Compatibility with Go smux
+//! Frames sent are always well formed (LENGTH 0 on SYN/FIN/NOP, UPD only in v2), so every Go
+//! smux from 1.5.16 to 1.5.57 accepts them. Received frames are checked as strictly as the
+//! latest Go does; a malformed one closes the session with [`Error::Protocol`]. Both peers must
+//! be configured with the same [`Config::version`].
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod config;
+mod driver;
+mod error;
+pub mod frame;
+pub mod proto;
+
+pub use config::{Config, ConfigError, MAX_BUFFER, MAX_FRAME_PAYLOAD};
+pub use driver::{OwnedReadHalf, OwnedWriteHalf, ReuniteError, Session, Stream};
+pub use error::{Error, ProtocolError};

@@ -1,0 +1,887 @@
+//! The session state machine: every smux rule, no I/O, no clock reads.
+
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::{
+    budget::Budget,
+    ids::{IdAllocator, Role},
+    keepalive::Keepalive,
+    recv_buffer::RecvBuffer,
+    stream::{StreamState, BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE},
+    tx::TxBuf,
+};
+use crate::{
+    config::{Config, ConfigError},
+    error::Error,
+    frame::{decode_upd, encode_upd, Cmd, Header, HEADER_LEN, UPD_LEN},
+};
+
+/// Streams opened by the peer and not yet accepted; reading pauses while this many wait
+/// (Go's accept backlog, SPEC §1.6), so a SYN flood costs bounded memory.
+pub const ACCEPT_BACKLOG: usize = 1024;
+
+/// Bytes one stream may have accepted from the application and not yet framed.
+pub const STREAM_SEND_BUFFER: usize = 256 * 1024;
+
+/// Bytes all streams together may have accepted and not yet framed.
+pub const SESSION_SEND_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Longest a graceful [`Connection::close`] waits for queued data to leave (Go's
+/// `openCloseTimeout`).
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Something the driver must react to, from [`Connection::poll_event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A reader of this stream may make progress (data, FIN, error or deadline).
+    Readable(u32),
+    /// A writer, flusher or shutdown of this stream may make progress.
+    Writable(u32),
+    /// A peer-opened stream waits in the accept queue.
+    Incoming,
+    /// The session closed or died: every waiter should look again.
+    Closed,
+}
+
+/// Result of [`Connection::read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// This many bytes were copied.
+    Data(usize),
+    /// The peer finished the stream and everything was read.
+    Eof,
+    /// Nothing yet: wait for [`Event::Readable`].
+    Blocked,
+}
+
+/// Result of [`Connection::read_chunk`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkOutcome {
+    /// The next bytes of the stream.
+    Data(Bytes),
+    /// The peer finished the stream and everything was read.
+    Eof,
+    /// Nothing yet: wait for [`Event::Readable`].
+    Blocked,
+}
+
+/// Result of [`Connection::write`] and of the other send-side calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Done; for `write`, this many bytes were accepted.
+    Ready(usize),
+    /// No room or not done yet: wait for [`Event::Writable`].
+    Blocked,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Dir {
+    Read,
+    Write,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// Closed by the application; queued frames still leave until `deadline`.
+    Closing {
+        deadline: Instant,
+    },
+    /// Nothing more is sent or received.
+    Closed,
+}
+
+/// One smux session as a pure state machine (the sans-IO core).
+///
+/// Calls come in four kinds, as in quinn-proto:
+/// - inputs: [`handle_input`](Self::handle_input) (bytes from the peer),
+///   [`handle_timeout`](Self::handle_timeout), [`handle_eof`](Self::handle_eof),
+///   [`handle_io_error`](Self::handle_io_error), [`handle_shutdown`](Self::handle_shutdown);
+/// - application commands: [`open`](Self::open), [`accept`](Self::accept),
+///   [`read`](Self::read), [`write`](Self::write), [`shutdown_write`](Self::shutdown_write),
+///   [`release`](Self::release), [`close`](Self::close), deadline setters;
+/// - outputs: [`poll_transmit`](Self::poll_transmit), [`poll_event`](Self::poll_event),
+///   [`poll_timeout`](Self::poll_timeout), [`wants_read`](Self::wants_read),
+///   [`take_wake_driver`](Self::take_wake_driver);
+/// - getters.
+///
+/// After any input or command, a driver drains `poll_event`, moves frames out with
+/// `poll_transmit`, reads the socket while `wants_read`, and arms a timer at `poll_timeout`.
+/// Every `now` passed in must not go backwards.
+#[derive(Debug)]
+pub struct Connection {
+    config: Config,
+    streams: HashMap<u32, StreamState>,
+    ids: IdAllocator,
+    accept_queue: VecDeque<u32>,
+    budget: Budget,
+    /// Streams with a frame to send, served one frame per turn (SPEC §7).
+    ring: VecDeque<u32>,
+    nop_pending: bool,
+    keepalive: Keepalive,
+    deadlines: BTreeSet<(Instant, u32, Dir)>,
+    events: VecDeque<Event>,
+    state: State,
+    /// Why the session ended, once it has (first cause wins).
+    error: Option<Error>,
+    /// Bytes in all streams' send buffers.
+    send_queued: usize,
+    /// Streams whose writer waits for session-wide send room.
+    session_blocked: Vec<u32>,
+    /// Streams with at least one live application handle.
+    live_handles: usize,
+    wake_driver: bool,
+}
+
+impl Connection {
+    /// A new session; `now` starts the keepalive timers.
+    pub fn new(config: Config, role: Role, now: Instant) -> Result<Connection, ConfigError> {
+        config.validate()?;
+        Ok(Connection {
+            budget: Budget::new(config.max_receive_buffer),
+            keepalive: Keepalive::new(&config, now),
+            ids: IdAllocator::new(role),
+            config,
+            streams: HashMap::new(),
+            accept_queue: VecDeque::new(),
+            ring: VecDeque::new(),
+            nop_pending: false,
+            deadlines: BTreeSet::new(),
+            events: VecDeque::new(),
+            state: State::Open,
+            error: None,
+            send_queued: 0,
+            session_blocked: Vec::new(),
+            live_handles: 0,
+            wake_driver: false,
+        })
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Getters.
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// True once the session was closed locally or died.
+    pub fn is_closed(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// Why the session ended, if it has.
+    pub fn close_reason(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
+
+    /// True when nothing more will ever be sent or received.
+    pub fn is_terminated(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Streams open for the application: not closed locally and not finished in both
+    /// directions with everything read. 0 once the session is closed, as in Go.
+    pub fn num_streams(&self) -> usize {
+        if self.is_closed() {
+            return 0;
+        }
+        self.streams
+            .values()
+            .filter(|s| s.handles != 0 && !s.finished())
+            .count()
+    }
+
+    /// Streams with a live application handle or waiting to be accepted.
+    pub fn live_handles(&self) -> usize {
+        self.live_handles
+    }
+
+    /// Entries in the stream table, including closed streams whose FIN is still queued.
+    pub fn table_len(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Received bytes not yet read by the application, all streams together.
+    pub fn buffered_bytes(&self) -> usize {
+        self.budget.used()
+    }
+
+    /// Bytes accepted from the application and not yet framed, all streams together.
+    pub fn queued_send_bytes(&self) -> usize {
+        self.send_queued
+    }
+
+    /// Peer-opened streams waiting for [`accept`](Self::accept).
+    pub fn pending_accepts(&self) -> usize {
+        self.accept_queue.len()
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Outputs.
+
+    /// Whether the driver should read the socket: false while the receive budget is
+    /// exhausted, the accept backlog is full, or the session is over.
+    pub fn wants_read(&self) -> bool {
+        self.state != State::Closed
+            && !self.budget.exhausted()
+            && self.accept_queue.len() < ACCEPT_BACKLOG
+    }
+
+    /// True once after something happened that the driver must act on (frames to send,
+    /// reading resumed, a timer changed).
+    pub fn take_wake_driver(&mut self) -> bool {
+        std::mem::take(&mut self.wake_driver)
+    }
+
+    /// The next event for the driver.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let closing = match self.state {
+            State::Closed => return None,
+            State::Closing { deadline } => Some(deadline),
+            State::Open => None,
+        };
+        [
+            self.keepalive.poll_timeout(),
+            self.deadlines.first().map(|d| d.0),
+            closing,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// True when frames wait to be moved out by [`poll_transmit`](Self::poll_transmit), or
+    /// accepted data waits for window.
+    pub fn has_pending_transmit(&self) -> bool {
+        self.state != State::Closed
+            && (self.nop_pending || !self.ring.is_empty() || self.send_queued > 0)
+    }
+
+    /// After a graceful [`close`](Self::close): true once everything queued was framed, so
+    /// the driver may flush its transmit buffer and shut the connection down.
+    pub fn wants_shutdown(&self) -> bool {
+        matches!(self.state, State::Closing { .. }) && !self.has_pending_transmit()
+    }
+
+    /// Moves frames into `tx` until it holds at least `max_bytes`, one frame per stream per
+    /// round-robin turn: a stream's SYN and UPD go ahead of its data, its FIN behind it.
+    pub fn poll_transmit(&mut self, tx: &mut TxBuf, max_bytes: usize) {
+        if self.state == State::Closed {
+            return;
+        }
+        let version = self.config.version;
+        if std::mem::take(&mut self.nop_pending) {
+            tx.push(Header::new(version, Cmd::Nop, 0, 0), Bytes::new());
+        }
+        while tx.len() < max_bytes {
+            let Some(id) = self.ring.pop_front() else {
+                break;
+            };
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            s.in_ring = false;
+            let mut progress = false;
+            if std::mem::take(&mut s.syn_pending) {
+                tx.push(Header::new(version, Cmd::Syn, 0, id), Bytes::new());
+            } else if let Some(consumed) = s.upd_pending.take() {
+                let body = encode_upd(consumed, self.config.max_stream_buffer as u32);
+                tx.push_small(Header::new(version, Cmd::Upd, UPD_LEN as u16, id), &body);
+            } else if !s.send.is_empty() && window(&self.config, s, id) > 0 {
+                let n =
+                    s.send
+                        .len()
+                        .min(self.config.max_frame_size)
+                        .min(window(&self.config, s, id));
+                let payload = s.send.split_to(n).freeze();
+                if s.send.is_empty() {
+                    // Let go of the allocation: an idle stream holds no buffer.
+                    s.send = BytesMut::new();
+                }
+                s.send_window.on_sent(n as u32);
+                self.send_queued -= n;
+                tx.push(Header::new(version, Cmd::Psh, n as u16, id), payload);
+                progress = true;
+            } else if s.fin_due() {
+                s.fin_sent = true;
+                tx.push(Header::new(version, Cmd::Fin, 0, id), Bytes::new());
+                progress = true;
+            }
+            if progress && std::mem::take(&mut s.write_waiting) {
+                self.events.push_back(Event::Writable(id));
+            }
+            if s.wants_transmit(window(&self.config, s, id) > 0) {
+                s.in_ring = true;
+                self.ring.push_back(id);
+            } else {
+                self.remove_if_done(id);
+            }
+        }
+        if !self.session_blocked.is_empty()
+            && self.send_queued <= SESSION_SEND_BUFFER - SESSION_SEND_BUFFER / 4
+        {
+            for id in std::mem::take(&mut self.session_blocked) {
+                if let Some(s) = self.streams.get_mut(&id) {
+                    s.write_waiting = false;
+                    self.events.push_back(Event::Writable(id));
+                }
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Inputs.
+
+    /// Processes every complete frame in `rb` while [`wants_read`](Self::wants_read);
+    /// an incomplete frame stays in the buffer for the next call. A malformed frame closes
+    /// the session with [`Error::Protocol`] (SPEC §1.6).
+    pub fn handle_input(&mut self, rb: &mut RecvBuffer) {
+        while self.wants_read() {
+            let Some(raw) = rb.header() else {
+                return;
+            };
+            let h = match Header::decode(raw, self.config.version) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::debug!(error = %e, "peer broke the protocol");
+                    self.die(Error::Protocol(e));
+                    return;
+                }
+            };
+            self.keepalive.on_frame();
+            let len = h.len as usize;
+            if rb.len() < HEADER_LEN + len {
+                return;
+            }
+            rb.skip(HEADER_LEN);
+            match h.cmd {
+                Cmd::Nop => {}
+                Cmd::Syn => self.on_syn(h.stream_id),
+                Cmd::Fin => self.on_fin(h.stream_id),
+                Cmd::Psh => self.on_psh(h.stream_id, len, rb),
+                Cmd::Upd => {
+                    let mut body = [0u8; UPD_LEN];
+                    body.copy_from_slice(&rb.take_payload(UPD_LEN));
+                    let (consumed, window) = decode_upd(&body);
+                    self.on_upd(h.stream_id, consumed, window);
+                }
+            }
+        }
+    }
+
+    fn on_syn(&mut self, id: u32) {
+        // A SYN for a live id is ignored, as in Go (SPEC §1.6).
+        if self.streams.contains_key(&id) {
+            return;
+        }
+        self.streams.insert(
+            id,
+            StreamState {
+                handles: BOTH_HANDLES,
+                ..StreamState::default()
+            },
+        );
+        self.live_handles += 1;
+        self.accept_queue.push_back(id);
+        self.events.push_back(Event::Incoming);
+    }
+
+    fn on_fin(&mut self, id: u32) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.fin_received = true;
+            if std::mem::take(&mut s.read_waiting) {
+                self.events.push_back(Event::Readable(id));
+            }
+        }
+    }
+
+    fn on_psh(&mut self, id: u32, len: usize, rb: &mut RecvBuffer) {
+        match self.streams.get_mut(&id) {
+            Some(s) if !s.read_closed && len > 0 => {
+                s.recv.push_back(rb.take_payload(len));
+                s.recv_len += len;
+                self.budget.charge(len);
+                if std::mem::take(&mut s.read_waiting) {
+                    self.events.push_back(Event::Readable(id));
+                }
+            }
+            // Unknown or closed stream: dropped, no budget charged.
+            _ => rb.skip(len),
+        }
+    }
+
+    fn on_upd(&mut self, id: u32, consumed: u32, window: u32) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        s.send_window.on_update(consumed, window);
+        if let Err(e) = s.send_window.available(id) {
+            tracing::debug!(error = %e, "impossible window update");
+            s.send_error = Some(e);
+            self.send_queued -= s.send.len();
+            s.send = BytesMut::new();
+        }
+        if std::mem::take(&mut s.write_waiting) {
+            self.events.push_back(Event::Writable(id));
+        }
+        self.schedule(id);
+    }
+
+    /// The connection reached end-of-file.
+    pub fn handle_eof(&mut self) {
+        match self.state {
+            State::Closing { .. } => self.terminate(),
+            _ => self.die(Error::ConnectionClosed),
+        }
+    }
+
+    /// Reading or writing the connection failed.
+    pub fn handle_io_error(&mut self, e: std::io::Error) {
+        self.die(Error::from(e));
+    }
+
+    /// The driver shut the connection down after [`wants_shutdown`](Self::wants_shutdown).
+    pub fn handle_shutdown(&mut self) {
+        self.terminate();
+    }
+
+    /// Fires keepalive, deadline and close timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        let tick = self.keepalive.handle_timeout(now, self.budget.exhausted());
+        if tick.timed_out {
+            tracing::debug!("keepalive timeout");
+            self.die(Error::KeepaliveTimeout(self.config.keep_alive_timeout));
+            return;
+        }
+        if tick.send_nop {
+            self.nop_pending = true;
+            self.wake_driver = true;
+        }
+        while let Some(&(at, id, dir)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            self.events.push_back(match dir {
+                Dir::Read => Event::Readable(id),
+                Dir::Write => Event::Writable(id),
+            });
+        }
+        if let State::Closing { deadline } = self.state {
+            if now >= deadline {
+                tracing::debug!("close timed out with data still queued");
+                self.terminate();
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Application commands.
+
+    /// Opens a stream: registers it, then queues its SYN (so a reply can never arrive for an
+    /// unknown id, an upstream race fixed, SPEC §2). Ids the peer already used are skipped.
+    pub fn open(&mut self) -> Result<u32, Error> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let id = loop {
+            let id = self.ids.next().ok_or(Error::GoAway)?;
+            if !self.streams.contains_key(&id) {
+                break id;
+            }
+        };
+        self.streams.insert(
+            id,
+            StreamState {
+                handles: BOTH_HANDLES,
+                syn_pending: true,
+                ..StreamState::default()
+            },
+        );
+        self.live_handles += 1;
+        self.schedule(id);
+        Ok(id)
+    }
+
+    /// The next peer-opened stream, `Ok(None)` if none waits yet (then wait for
+    /// [`Event::Incoming`]). After the session ended, streams already queued are still handed
+    /// out, then the reason is returned.
+    pub fn accept(&mut self) -> Result<Option<u32>, Error> {
+        if let Some(id) = self.accept_queue.pop_front() {
+            if self.accept_queue.len() + 1 == ACCEPT_BACKLOG {
+                self.wake_driver = true; // reading may resume
+            }
+            return Ok(Some(id));
+        }
+        match &self.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(None),
+        }
+    }
+
+    /// Copies received bytes of stream `id` into `buf`. Buffered data is returned even after
+    /// a FIN, an error or a passed deadline; then `Eof` after the peer's FIN, the session's
+    /// error if it ended, [`Error::Timeout`] past the read deadline.
+    pub fn read(&mut self, id: u32, buf: &mut [u8], now: Instant) -> Result<ReadOutcome, Error> {
+        if buf.is_empty() {
+            return Ok(ReadOutcome::Data(0));
+        }
+        let s = self.stream_mut(id)?;
+        if s.recv_len == 0 {
+            return Ok(match self.wait_readable(id, now)? {
+                Some(()) => ReadOutcome::Blocked,
+                None => ReadOutcome::Eof,
+            });
+        }
+        let mut n = 0;
+        while n < buf.len() {
+            let Some(front) = s.recv.front_mut() else {
+                break;
+            };
+            let k = front.len().min(buf.len() - n);
+            buf[n..n + k].copy_from_slice(&front[..k]);
+            front.advance(k);
+            if front.is_empty() {
+                s.recv.pop_front();
+            }
+            n += k;
+        }
+        self.consumed(id, n);
+        Ok(ReadOutcome::Data(n))
+    }
+
+    /// Like [`read`](Self::read), but hands out up to `max` bytes of the next received
+    /// payload without copying.
+    pub fn read_chunk(&mut self, id: u32, max: usize, now: Instant) -> Result<ChunkOutcome, Error> {
+        let s = self.stream_mut(id)?;
+        let Some(front) = s.recv.front_mut() else {
+            return Ok(match self.wait_readable(id, now)? {
+                Some(()) => ChunkOutcome::Blocked,
+                None => ChunkOutcome::Eof,
+            });
+        };
+        let chunk = if max >= front.len() {
+            s.recv.pop_front().expect("front exists")
+        } else {
+            front.split_to(max.max(1))
+        };
+        self.consumed(id, chunk.len());
+        Ok(ChunkOutcome::Data(chunk))
+    }
+
+    /// With nothing buffered: `Ok(None)` for EOF, `Ok(Some(()))` to wait, or the error.
+    fn wait_readable(&mut self, id: u32, now: Instant) -> Result<Option<()>, Error> {
+        let s = self.streams.get_mut(&id).expect("checked by caller");
+        if s.fin_received {
+            return Ok(None);
+        }
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if s.read_deadline.is_some_and(|d| d <= now) {
+            return Err(Error::Timeout);
+        }
+        s.read_waiting = true;
+        Ok(Some(()))
+    }
+
+    /// Accounting after the application took `n > 0` bytes of stream `id`: budget back, and
+    /// in v2 an UPD when one is due (SPEC §5).
+    fn consumed(&mut self, id: u32, n: usize) {
+        let s = self.streams.get_mut(&id).expect("checked by caller");
+        s.recv_len -= n;
+        if s.recv.is_empty() {
+            s.recv = VecDeque::new(); // an idle stream holds no buffer
+        }
+        if self.config.v2() {
+            let threshold = (self.config.max_stream_buffer / 2) as u32;
+            if let Some(c) = s.recv_window.on_read(n as u32, threshold) {
+                s.upd_pending = Some(c);
+                self.schedule(id);
+            }
+        }
+        if self.budget.release(n) {
+            self.wake_driver = true;
+        }
+    }
+
+    /// Accepts up to all of `data` into stream `id`'s send buffer. Fails after the write side
+    /// was shut, after the session ended, and, deterministically, once the write deadline has
+    /// passed.
+    pub fn write(&mut self, id: u32, data: &[u8], now: Instant) -> Result<Progress, Error> {
+        self.check_writable(id, now)?;
+        if data.is_empty() {
+            return Ok(Progress::Ready(0));
+        }
+        let session_room = SESSION_SEND_BUFFER.saturating_sub(self.send_queued);
+        let s = self.streams.get_mut(&id).expect("checked");
+        let room = STREAM_SEND_BUFFER
+            .saturating_sub(s.send.len())
+            .min(session_room);
+        if room == 0 {
+            s.write_waiting = true;
+            if session_room == 0 && !self.session_blocked.contains(&id) {
+                self.session_blocked.push(id);
+            }
+            return Ok(Progress::Blocked);
+        }
+        let n = room.min(data.len());
+        s.send.extend_from_slice(&data[..n]);
+        self.send_queued += n;
+        self.schedule(id);
+        Ok(Progress::Ready(n))
+    }
+
+    /// `Ready(0)` once everything written to stream `id` has been framed for the socket.
+    pub fn flush(&mut self, id: u32, now: Instant) -> Result<Progress, Error> {
+        let s = self.stream_mut(id)?;
+        if s.send.is_empty() {
+            return Ok(Progress::Ready(0));
+        }
+        if let Some(e) = &s.send_error {
+            return Err(Error::Protocol(e.clone()));
+        }
+        let deadline_passed = s.write_deadline.is_some_and(|d| d <= now);
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if deadline_passed {
+            return Err(Error::Timeout);
+        }
+        self.streams.get_mut(&id).expect("checked").write_waiting = true;
+        Ok(Progress::Blocked)
+    }
+
+    /// Half-close: queues a FIN behind the stream's data; `Ready(0)` once it is framed.
+    /// Reading goes on. Calling it again is harmless.
+    pub fn shutdown_write(&mut self, id: u32, now: Instant) -> Result<Progress, Error> {
+        let s = self.stream_mut(id)?;
+        if s.fin_sent {
+            return Ok(Progress::Ready(0));
+        }
+        if !s.write_closed {
+            s.write_closed = true;
+            self.schedule(id);
+        }
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let s = self.streams.get_mut(&id).expect("checked");
+        if s.write_deadline.is_some_and(|d| d <= now) {
+            return Err(Error::Timeout);
+        }
+        s.write_waiting = true;
+        Ok(Progress::Blocked)
+    }
+
+    /// The application dropped handles `which` (`READ_HANDLE`, `WRITE_HANDLE`) of stream
+    /// `id`. Dropping the read side discards unread data (returning its budget); dropping the
+    /// write side queues a FIN behind the data already written. The entry is removed once no
+    /// handle is left and the FIN is framed.
+    pub fn release(&mut self, id: u32, which: u8) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let which = which & s.handles;
+        if which & READ_HANDLE != 0 {
+            s.read_closed = true;
+            s.read_waiting = false;
+            let unread = std::mem::take(&mut s.recv_len);
+            s.recv = VecDeque::new();
+            if let Some(d) = s.read_deadline.take() {
+                self.deadlines.remove(&(d, id, Dir::Read));
+            }
+            if self.budget.release(unread) {
+                self.wake_driver = true;
+            }
+        }
+        let s = self.streams.get_mut(&id).expect("present");
+        if which & WRITE_HANDLE != 0 {
+            s.write_waiting = false;
+            if let Some(d) = s.write_deadline.take() {
+                self.deadlines.remove(&(d, id, Dir::Write));
+            }
+            if !s.write_closed {
+                s.write_closed = true;
+                self.schedule(id);
+            }
+        }
+        let s = self.streams.get_mut(&id).expect("present");
+        if s.handles != 0 {
+            s.handles &= !which;
+            if s.handles == 0 {
+                self.live_handles -= 1;
+            }
+        }
+        self.remove_if_done(id);
+    }
+
+    /// Sets (or clears) the read deadline of stream `id`; a waiting reader looks again.
+    pub fn set_read_deadline(&mut self, id: u32, deadline: Option<Instant>) {
+        self.set_deadline(id, Dir::Read, deadline);
+    }
+
+    /// Sets (or clears) the write deadline of stream `id`; a waiting writer looks again.
+    pub fn set_write_deadline(&mut self, id: u32, deadline: Option<Instant>) {
+        self.set_deadline(id, Dir::Write, deadline);
+    }
+
+    fn set_deadline(&mut self, id: u32, dir: Dir, deadline: Option<Instant>) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let slot = match dir {
+            Dir::Read => &mut s.read_deadline,
+            Dir::Write => &mut s.write_deadline,
+        };
+        if let Some(old) = std::mem::replace(slot, deadline) {
+            self.deadlines.remove(&(old, id, dir));
+        }
+        if let Some(d) = deadline {
+            self.deadlines.insert((d, id, dir));
+        }
+        self.events.push_back(match dir {
+            Dir::Read => Event::Readable(id),
+            Dir::Write => Event::Writable(id),
+        });
+        self.wake_driver = true;
+    }
+
+    /// Graceful close: no more opens, reads or writes; frames already queued still leave
+    /// (for at most [`CLOSE_TIMEOUT`]), then the driver shuts the connection down. Like Go,
+    /// sends no FIN for open streams. Returns false if the session had already ended.
+    pub fn close(&mut self, now: Instant) -> bool {
+        if self.error.is_some() {
+            return false;
+        }
+        self.error = Some(Error::Closed);
+        self.state = State::Closing {
+            deadline: now + CLOSE_TIMEOUT,
+        };
+        self.events.push_back(Event::Closed);
+        self.wake_driver = true;
+        true
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Internals.
+
+    fn stream_mut(&mut self, id: u32) -> Result<&mut StreamState, Error> {
+        self.streams.get_mut(&id).ok_or(Error::Closed)
+    }
+
+    fn check_writable(&mut self, id: u32, now: Instant) -> Result<(), Error> {
+        let s = self.stream_mut(id)?;
+        if s.write_closed {
+            return Err(Error::Closed);
+        }
+        if let Some(e) = &s.send_error {
+            return Err(Error::Protocol(e.clone()));
+        }
+        let deadline_passed = s.write_deadline.is_some_and(|d| d <= now);
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if deadline_passed {
+            return Err(Error::Timeout);
+        }
+        Ok(())
+    }
+
+    /// Puts stream `id` in the round-robin ring if it has a frame to send.
+    fn schedule(&mut self, id: u32) {
+        if self.state == State::Closed {
+            return;
+        }
+        let Some(s) = self.streams.get(&id) else {
+            return;
+        };
+        if !s.in_ring && s.wants_transmit(window(&self.config, s, id) > 0) {
+            self.streams.get_mut(&id).expect("present").in_ring = true;
+            self.ring.push_back(id);
+            self.wake_driver = true;
+        }
+    }
+
+    /// Removes stream `id` once no handle refers to it and nothing of it is left to send.
+    fn remove_if_done(&mut self, id: u32) {
+        let Some(s) = self.streams.get(&id) else {
+            return;
+        };
+        let nothing_to_send = s.fin_sent || self.state == State::Closed;
+        if s.handles != 0 || !nothing_to_send || s.in_ring {
+            return;
+        }
+        let s = self.streams.remove(&id).expect("present");
+        self.send_queued -= s.send.len();
+        self.budget.release(s.recv_len);
+        for (d, dir) in [(s.read_deadline, Dir::Read), (s.write_deadline, Dir::Write)] {
+            if let Some(d) = d {
+                self.deadlines.remove(&(d, id, dir));
+            }
+        }
+    }
+
+    /// Ends the session at once: the first error is kept, nothing more is sent or read.
+    fn die(&mut self, e: Error) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        if self.state == State::Closed {
+            return;
+        }
+        if self.error.is_none() {
+            self.error = Some(Error::Closed);
+        }
+        self.state = State::Closed;
+        self.ring.clear();
+        self.nop_pending = false;
+        self.session_blocked.clear();
+        self.deadlines.clear();
+        for s in self.streams.values_mut() {
+            s.in_ring = false;
+            s.send = BytesMut::new();
+            s.read_waiting = false;
+            s.write_waiting = false;
+        }
+        self.send_queued = 0;
+        let orphans: Vec<u32> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.handles == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in orphans {
+            self.remove_if_done(id);
+        }
+        self.events.push_back(Event::Closed);
+        self.wake_driver = true;
+    }
+}
+
+/// Bytes stream `s` may send now: its v2 window, or unlimited in v1. An impossible window
+/// counts as closed (the stream's writes fail instead).
+fn window(config: &Config, s: &StreamState, id: u32) -> usize {
+    if !config.v2() {
+        return usize::MAX;
+    }
+    s.send_window.available(id).unwrap_or(0) as usize
+}

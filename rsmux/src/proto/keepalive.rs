@@ -1,0 +1,161 @@
+//! Keepalive as pure timer logic (SPEC §6): a NOP every interval; the session dies when no
+//! frame header at all arrived during a whole timeout period, unless reading is paused because
+//! the receive budget is exhausted (upstream's exemption: the peer may be fine, we are slow).
+
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+
+/// What a timer tick asks the session to do.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tick {
+    /// Queue a NOP.
+    pub(crate) send_nop: bool,
+    /// The peer went silent: close the session.
+    pub(crate) timed_out: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Keepalive {
+    interval: Duration,
+    timeout: Duration,
+    next_ping: Instant,
+    next_check: Instant,
+    /// A frame was received since the last check.
+    active: bool,
+    enabled: bool,
+}
+
+impl Keepalive {
+    pub(crate) fn new(config: &Config, now: Instant) -> Keepalive {
+        Keepalive {
+            interval: config.keep_alive_interval,
+            timeout: config.keep_alive_timeout,
+            next_ping: now + config.keep_alive_interval,
+            next_check: now + config.keep_alive_timeout,
+            active: false,
+            enabled: !config.keep_alive_disabled,
+        }
+    }
+
+    /// A frame header was received.
+    pub(crate) fn on_frame(&mut self) {
+        self.active = true;
+    }
+
+    /// When the next tick is due.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.enabled.then(|| self.next_ping.min(self.next_check))
+    }
+
+    /// Fires the timers due at `now`.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, reading_paused_by_budget: bool) -> Tick {
+        let mut tick = Tick::default();
+        if !self.enabled {
+            return tick;
+        }
+        if now >= self.next_ping {
+            tick.send_nop = true;
+            self.next_ping = next_after(self.next_ping, self.interval, now);
+        }
+        if now >= self.next_check {
+            if !self.active && !reading_paused_by_budget {
+                tick.timed_out = true;
+            }
+            self.active = false;
+            self.next_check = next_after(self.next_check, self.timeout, now);
+        }
+        tick
+    }
+}
+
+/// The first `due + k * period` (k ≥ 1) strictly after `now`: a late wake-up does not fire a
+/// burst of catch-up ticks.
+fn next_after(due: Instant, period: Duration, now: Instant) -> Instant {
+    let mut next = due + period;
+    if next <= now {
+        let behind = now.duration_since(next).as_nanos() / period.as_nanos().max(1);
+        next += period * (behind as u32 + 1);
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        Config {
+            keep_alive_interval: Duration::from_secs(1),
+            keep_alive_timeout: Duration::from_secs(2),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn pings_every_interval_and_times_out_a_silent_peer() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::new(&cfg(), t0);
+        assert_eq!(k.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+        let tick = k.handle_timeout(t0 + Duration::from_secs(1), false);
+        assert_eq!(
+            tick,
+            Tick {
+                send_nop: true,
+                timed_out: false
+            }
+        );
+        let tick = k.handle_timeout(t0 + Duration::from_secs(2), false);
+        assert_eq!(
+            tick,
+            Tick {
+                send_nop: true,
+                timed_out: true
+            }
+        );
+    }
+
+    #[test]
+    fn any_frame_keeps_it_alive_and_budget_exhaustion_exempts() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::new(&cfg(), t0);
+        k.on_frame();
+        assert!(
+            !k.handle_timeout(t0 + Duration::from_secs(2), false)
+                .timed_out
+        );
+        // Nothing received in the next period, but we are the slow side.
+        assert!(
+            !k.handle_timeout(t0 + Duration::from_secs(4), true)
+                .timed_out
+        );
+        assert!(
+            k.handle_timeout(t0 + Duration::from_secs(6), false)
+                .timed_out
+        );
+    }
+
+    #[test]
+    fn disabled_never_fires() {
+        let t0 = Instant::now();
+        let c = Config {
+            keep_alive_disabled: true,
+            ..cfg()
+        };
+        let mut k = Keepalive::new(&c, t0);
+        assert_eq!(k.poll_timeout(), None);
+        assert_eq!(
+            k.handle_timeout(t0 + Duration::from_secs(100), false),
+            Tick::default()
+        );
+    }
+
+    #[test]
+    fn late_wakeup_does_not_burst() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::new(&cfg(), t0);
+        k.on_frame();
+        k.handle_timeout(t0 + Duration::from_millis(10_500), false);
+        assert_eq!(k.poll_timeout(), Some(t0 + Duration::from_secs(11)));
+    }
+}

@@ -1,0 +1,27 @@
+//! The sans-IO protocol core: frames in, frames out, time as an input.
+//!
+//! Nothing here touches a socket, spawns a task or reads a clock; the tokio driver in
+//! [`crate::Session`] feeds it. [`Connection`] documents the call contract. The core is public
+//! so that tests, fuzzers and other runtimes can drive it directly.
+
+mod budget;
+mod connection;
+mod ids;
+mod keepalive;
+mod recv_buffer;
+mod stream;
+mod tx;
+mod window;
+
+pub use connection::{
+    ChunkOutcome, Connection, Event, Progress, ReadOutcome, ACCEPT_BACKLOG, CLOSE_TIMEOUT,
+    SESSION_SEND_BUFFER, STREAM_SEND_BUFFER,
+};
+pub use ids::Role;
+pub use recv_buffer::{RecvBuffer, CHUNK, SHARE_MIN};
+pub use stream::{BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE};
+pub use tx::{TxBuf, COPY_MAX, MAX_IOVECS};
+pub use window::INITIAL_PEER_WINDOW;
+
+#[cfg(test)]
+mod tests;

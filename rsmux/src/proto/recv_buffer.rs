@@ -1,0 +1,137 @@
+//! The connection's read buffer and its memory policy.
+//!
+//! The driver reads the socket into one [`RecvBuffer`] in chunks of [`CHUNK`] bytes; the
+//! session then cuts complete frames out of it. A payload of at least half a chunk is handed to
+//! its stream as a zero-copy `Bytes` slice of the chunk; a smaller one is copied into an
+//! allocation of its own. So a chunk kept alive by unread data holds at least half its size of
+//! charged payload, and the memory behind unread data stays below twice the receive budget,
+//! however a peer sizes its frames (Go's power-of-two pools give the same factor, SPEC §12).
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::frame::HEADER_LEN;
+
+/// Size of one read chunk.
+pub const CHUNK: usize = 64 * 1024;
+
+/// Payloads of at least this many bytes are sliced, not copied.
+pub const SHARE_MIN: usize = CHUNK / 2;
+
+/// A read never goes into less room than this, unless the frame in progress needs less.
+const MIN_READ: usize = 4096;
+
+/// Bytes read from the socket and not yet cut into frames.
+#[derive(Debug, Default)]
+pub struct RecvBuffer {
+    buf: BytesMut,
+}
+
+impl RecvBuffer {
+    /// An empty buffer (allocates on the first [`prepare`](Self::prepare)).
+    pub fn new() -> RecvBuffer {
+        RecvBuffer::default()
+    }
+
+    /// Returns the buffer with room for the next socket read. Starts a fresh chunk when the
+    /// current one is too full, carrying over the partial frame at its end.
+    pub fn prepare(&mut self) -> &mut BytesMut {
+        let want = self.bytes_to_complete_frame().min(MIN_READ);
+        if self.buf.capacity() - self.buf.len() < want {
+            let mut fresh = BytesMut::with_capacity(CHUNK.max(self.buf.len() + MIN_READ));
+            fresh.extend_from_slice(&self.buf);
+            self.buf = fresh;
+        }
+        &mut self.buf
+    }
+
+    /// Bytes still missing before the frame at the front of the buffer is complete.
+    fn bytes_to_complete_frame(&self) -> usize {
+        match self.header() {
+            Some(h) => {
+                HEADER_LEN + payload_len(h) - self.buf.len().min(HEADER_LEN + payload_len(h))
+            }
+            None => HEADER_LEN - self.buf.len(),
+        }
+        .max(1)
+    }
+
+    /// The header at the front, if all 8 bytes are buffered.
+    pub(crate) fn header(&self) -> Option<&[u8; HEADER_LEN]> {
+        self.buf
+            .get(..HEADER_LEN)
+            .map(|b| b.try_into().expect("8 bytes"))
+    }
+
+    /// Number of buffered bytes.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Appends bytes (for tests and fuzzing; the driver reads through [`prepare`](Self::prepare)).
+    pub fn extend_from_slice(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Drops `n` bytes from the front.
+    pub(crate) fn skip(&mut self, n: usize) {
+        self.buf.advance(n);
+    }
+
+    /// Takes `n` payload bytes from the front, sliced or copied per the module's policy.
+    pub(crate) fn take_payload(&mut self, n: usize) -> Bytes {
+        if n >= SHARE_MIN {
+            self.buf.split_to(n).freeze()
+        } else {
+            let b = Bytes::copy_from_slice(&self.buf[..n]);
+            self.buf.advance(n);
+            b
+        }
+    }
+}
+
+fn payload_len(h: &[u8; HEADER_LEN]) -> usize {
+    u16::from_le_bytes([h[2], h[3]]) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_payloads_are_slices_small_ones_copies() {
+        let mut rb = RecvBuffer::new();
+        rb.prepare();
+        rb.extend_from_slice(&vec![7u8; SHARE_MIN + 10]);
+        let base = rb.buf.as_ptr();
+        let big = rb.take_payload(SHARE_MIN);
+        assert_eq!(big.as_ptr(), base, "large payload must not be copied");
+        let small = rb.take_payload(10);
+        assert_ne!(small.as_ptr(), unsafe_free_ptr_after(base, SHARE_MIN));
+        assert!(rb.is_empty());
+    }
+
+    // Address where the small payload lay inside the chunk (pointer arithmetic only).
+    fn unsafe_free_ptr_after(base: *const u8, off: usize) -> *const u8 {
+        base.wrapping_add(off)
+    }
+
+    #[test]
+    fn prepare_carries_partial_frame_into_a_fresh_chunk() {
+        let mut rb = RecvBuffer::new();
+        let b = rb.prepare();
+        assert!(b.capacity() >= CHUNK);
+        // Fill the chunk to the brim with a partial frame header + some payload.
+        let mut frame = vec![1u8, 2, 0xff, 0xff, 3, 0, 0, 0];
+        frame.resize(CHUNK, 9);
+        rb.extend_from_slice(&frame);
+        let b = rb.prepare();
+        assert_eq!(b.len(), CHUNK);
+        assert!(b.capacity() - b.len() >= 1);
+        assert_eq!(&b[..8], &[1u8, 2, 0xff, 0xff, 3, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,82 @@
+//! Per-stream state kept by the session. Plain data: the session mutates it.
+//!
+//! ```text
+//!  send side:  open ──shutdown/drop──▶ FIN queued ──data drained──▶ FIN sent
+//!  recv side:  open ──peer FIN──▶ draining ──queue empty──▶ EOF
+//!              open ──read handle dropped──▶ discarding (data dropped, budget returned)
+//! ```
+//! An entry leaves the table once no handle refers to it and its FIN is on its way (or the
+//! session died), so a handle never sees its id reused.
+
+use std::{collections::VecDeque, time::Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::window::{RecvWindow, SendWindow};
+use crate::error::ProtocolError;
+
+/// The application's read handle is alive.
+pub const READ_HANDLE: u8 = 1;
+/// The application's write handle is alive.
+pub const WRITE_HANDLE: u8 = 2;
+/// Both handles (an unsplit stream, or one waiting in the accept queue).
+pub const BOTH_HANDLES: u8 = READ_HANDLE | WRITE_HANDLE;
+
+#[derive(Debug, Default)]
+pub(crate) struct StreamState {
+    // Receive side.
+    /// Received payloads not yet read, in order.
+    pub(crate) recv: VecDeque<Bytes>,
+    /// Sum of the lengths in `recv`.
+    pub(crate) recv_len: usize,
+    pub(crate) fin_received: bool,
+    /// The read handle is gone: payloads are dropped on arrival.
+    pub(crate) read_closed: bool,
+    pub(crate) recv_window: RecvWindow,
+    /// CONSUMED value of an UPD waiting to be sent (v2).
+    pub(crate) upd_pending: Option<u32>,
+
+    // Send side.
+    /// Bytes accepted from the application and not yet framed.
+    pub(crate) send: BytesMut,
+    pub(crate) send_window: SendWindow,
+    pub(crate) syn_pending: bool,
+    /// No more writes: a FIN follows the queued data.
+    pub(crate) write_closed: bool,
+    pub(crate) fin_sent: bool,
+    /// The peer's UPD was impossible; writes fail with it.
+    pub(crate) send_error: Option<ProtocolError>,
+
+    // Scheduling and wake-ups.
+    /// Listed in the session's round-robin ring.
+    pub(crate) in_ring: bool,
+    /// A reader waits for data, FIN, error or deadline.
+    pub(crate) read_waiting: bool,
+    /// A writer, flusher or shutdown waits for progress.
+    pub(crate) write_waiting: bool,
+
+    /// Which application handles are alive (`READ_HANDLE | WRITE_HANDLE`).
+    pub(crate) handles: u8,
+    pub(crate) read_deadline: Option<Instant>,
+    pub(crate) write_deadline: Option<Instant>,
+}
+
+impl StreamState {
+    /// Whether the stream has a frame to send given window `window` (None for v1).
+    pub(crate) fn wants_transmit(&self, window_open: bool) -> bool {
+        self.syn_pending
+            || self.upd_pending.is_some()
+            || (!self.send.is_empty() && window_open)
+            || self.fin_due()
+    }
+
+    /// The FIN may go now: writing is closed and all data has been framed.
+    pub(crate) fn fin_due(&self) -> bool {
+        self.write_closed && !self.fin_sent && self.send.is_empty()
+    }
+
+    /// Both directions finished and nothing left to read: the stream no longer counts as open.
+    pub(crate) fn finished(&self) -> bool {
+        self.fin_sent && self.fin_received && self.recv.is_empty()
+    }
+}

@@ -1,0 +1,153 @@
+//! Frames ready for the socket, laid out for vectored writes.
+//!
+//! Headers and small payloads are copied into one staging buffer; a payload of
+//! [`COPY_MAX`] bytes or more is chained behind it as its own `Bytes` (no copy). The driver
+//! writes the pieces with one `write_vectored` call per batch, so several frames leave per
+//! system call.
+
+use std::{collections::VecDeque, io::IoSlice};
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::frame::Header;
+
+/// Payloads below this size are copied next to their header rather than referenced.
+pub const COPY_MAX: usize = 1024;
+
+/// Most slices handed to one vectored write.
+pub const MAX_IOVECS: usize = 64;
+
+/// Encoded frames waiting for the socket.
+#[derive(Debug, Default)]
+pub struct TxBuf {
+    pieces: VecDeque<Bytes>,
+    staging: BytesMut,
+    len: usize,
+}
+
+impl TxBuf {
+    /// An empty buffer.
+    pub fn new() -> TxBuf {
+        TxBuf::default()
+    }
+
+    /// Appends one frame.
+    pub(crate) fn push(&mut self, header: Header, payload: Bytes) {
+        self.len += 8 + payload.len();
+        self.staging.extend_from_slice(&header.encode());
+        if payload.len() < COPY_MAX {
+            self.staging.extend_from_slice(&payload);
+        } else {
+            self.pieces.push_back(self.staging.split().freeze());
+            self.pieces.push_back(payload);
+        }
+    }
+
+    /// Appends a frame whose payload is a small array (UPD).
+    pub(crate) fn push_small(&mut self, header: Header, payload: &[u8]) {
+        self.len += 8 + payload.len();
+        self.staging.extend_from_slice(&header.encode());
+        self.staging.extend_from_slice(payload);
+    }
+
+    /// Bytes waiting.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Fills `out` with up to [`MAX_IOVECS`] slices, in order; returns how many.
+    pub fn io_slices<'a>(&'a mut self, out: &mut [IoSlice<'a>; MAX_IOVECS]) -> usize {
+        if !self.staging.is_empty() {
+            self.pieces.push_back(self.staging.split().freeze());
+        }
+        let mut n = 0;
+        for piece in self.pieces.iter().take(MAX_IOVECS) {
+            out[n] = IoSlice::new(piece);
+            n += 1;
+        }
+        n
+    }
+
+    /// The first contiguous piece (for transports without vectored writes).
+    pub fn chunk(&mut self) -> &[u8] {
+        if !self.staging.is_empty() {
+            self.pieces.push_back(self.staging.split().freeze());
+        }
+        self.pieces.front().map_or(&[], |b| b)
+    }
+
+    /// Removes `n` written bytes from the front.
+    pub fn advance(&mut self, mut n: usize) {
+        assert!(
+            n <= self.len,
+            "advanced past the end of the transmit buffer"
+        );
+        self.len -= n;
+        while n > 0 {
+            let front = self.pieces.front_mut().expect("pieces cover len");
+            if n < front.len() {
+                front.advance(n);
+                return;
+            }
+            n -= front.len();
+            self.pieces.pop_front();
+        }
+        while self.pieces.front().is_some_and(|p| p.is_empty()) {
+            self.pieces.pop_front();
+        }
+    }
+
+    /// Drops everything (the connection is gone).
+    pub(crate) fn clear(&mut self) {
+        self.pieces.clear();
+        self.staging.clear();
+        self.len = 0;
+    }
+
+    /// All waiting bytes concatenated (tests and fuzzing).
+    pub fn to_vec(&mut self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len);
+        for p in &self.pieces {
+            v.extend_from_slice(p);
+        }
+        v.extend_from_slice(&self.staging);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Cmd;
+
+    #[test]
+    fn small_frames_share_one_slice_large_payloads_are_chained() {
+        let mut tx = TxBuf::new();
+        tx.push(Header::new(1, Cmd::Syn, 0, 3), Bytes::new());
+        tx.push(Header::new(1, Cmd::Psh, 2, 3), Bytes::from_static(b"hi"));
+        let big = Bytes::from(vec![5u8; 4000]);
+        let big_ptr = big.as_ptr();
+        tx.push(Header::new(1, Cmd::Psh, 4000, 3), big);
+        tx.push(Header::new(1, Cmd::Fin, 0, 3), Bytes::new());
+        assert_eq!(tx.len(), 8 + 10 + 4008 + 8);
+        let expect = tx.to_vec();
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let n = tx.io_slices(&mut slices);
+        assert_eq!(n, 3, "staging, big payload, staging");
+        assert_eq!(slices[1].as_ptr(), big_ptr, "large payload is not copied");
+        let joined: Vec<u8> = slices[..n].iter().flat_map(|s| s.to_vec()).collect();
+        assert_eq!(joined, expect);
+        // Partial writes advance across piece boundaries.
+        tx.advance(20);
+        tx.advance(4000);
+        assert_eq!(tx.to_vec(), expect[4020..]);
+        tx.advance(tx.len());
+        assert!(tx.is_empty());
+        assert!(tx.chunk().is_empty());
+    }
+}
