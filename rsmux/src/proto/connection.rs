@@ -780,6 +780,11 @@ impl Connection {
     // ----------------------------------------------------------------------------------
     // Internals.
 
+    #[cfg(test)]
+    pub(crate) fn ids_for_test(&mut self) -> &mut IdAllocator {
+        &mut self.ids
+    }
+
     fn stream_mut(&mut self, id: u32) -> Result<&mut StreamState, Error> {
         self.streams.get_mut(&id).ok_or(Error::Closed)
     }

@@ -77,11 +77,13 @@ mod tests {
 
     #[test]
     fn upd_sequence_matches_go() {
-        // SPEC §5 [verified]: 10000-byte reads, MaxStreamBuffer 65536 → threshold 32768.
+        // SPEC §5 [verified]: a Go reader with a 10000-byte buffer over 32768-byte frames
+        // reads 10000, 10000, 10000, 2768 per frame (a Go read never spans two frames);
+        // MaxStreamBuffer 65536 → threshold 32768.
         let mut w = RecvWindow::default();
         let mut sent = vec![];
-        for _ in 0..15 {
-            if let Some(c) = w.on_read(10000, 32768) {
+        for n in [10000, 10000, 10000, 2768].repeat(5) {
+            if let Some(c) = w.on_read(n, 32768) {
                 sent.push(c);
             }
         }
@@ -122,7 +124,7 @@ mod tests {
         };
         w.on_sent(50); // wraps past zero
         assert_eq!(w.available(1).unwrap(), 50);
-        w.on_update(u32::MAX - 10 + 50, 100);
+        w.on_update((u32::MAX - 10).wrapping_add(50), 100);
         assert_eq!(w.available(1).unwrap(), 100);
         let mut r = RecvWindow {
             num_read: u32::MAX - 4,
