@@ -48,5 +48,5 @@ pub mod frame;
 pub mod proto;
 
 pub use config::{Config, ConfigError, MAX_BUFFER, MAX_FRAME_PAYLOAD};
-pub use driver::{OwnedReadHalf, OwnedWriteHalf, ReuniteError, Session, Stream};
+pub use driver::{DeadlineHandle, OwnedReadHalf, OwnedWriteHalf, ReuniteError, Session, Stream};
 pub use error::{Error, ProtocolError};

@@ -22,7 +22,7 @@ use tokio_util::io::poll_read_buf;
 use crate::proto::{Connection, Event, RecvBuffer, TxBuf, MAX_IOVECS};
 
 pub use session::Session;
-pub use stream::{OwnedReadHalf, OwnedWriteHalf, ReuniteError, Stream};
+pub use stream::{DeadlineHandle, OwnedReadHalf, OwnedWriteHalf, ReuniteError, Stream};
 
 /// The driver refills its transmit buffer up to this many bytes per batch.
 const TX_BATCH: usize = 256 * 1024;

@@ -10,7 +10,7 @@ use std::{
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{now, Shared};
+use super::{now, Inner, Shared};
 use crate::{
     error::Error,
     proto::{ChunkOutcome, Progress, ReadOutcome, BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE},
@@ -125,6 +125,22 @@ impl Handle {
     }
 }
 
+/// `Some(d)` sets that deadline to `d`; `None` leaves it alone.
+fn set_deadlines(
+    inner: &mut Inner,
+    id: u32,
+    read: Option<Option<tokio::time::Instant>>,
+    write: Option<Option<tokio::time::Instant>>,
+) {
+    if let Some(d) = read {
+        inner.conn.set_read_deadline(id, d.map(|d| d.into_std()));
+    }
+    if let Some(d) = write {
+        inner.conn.set_write_deadline(id, d.map(|d| d.into_std()));
+    }
+    inner.dispatch();
+}
+
 impl Drop for Handle {
     fn drop(&mut self) {
         if self.owns == 0 {
@@ -204,6 +220,18 @@ impl Stream {
         self.handle.set_deadline(Some(deadline), Some(deadline));
     }
 
+    /// A handle that sets this stream's deadlines from another task, for instance to stop a
+    /// read that is waiting (Go's `SetDeadline` from another goroutine). It does not keep the
+    /// stream open and does nothing once the stream is closed.
+    pub fn deadline_handle(&self) -> DeadlineHandle {
+        let serial = self.handle.shared.lock().conn.stream_serial(self.handle.id);
+        DeadlineHandle {
+            shared: self.handle.shared.clone(),
+            id: self.handle.id,
+            serial,
+        }
+    }
+
     /// Reads the next received bytes without copying them (up to `max`, at least 1).
     /// `Ok(None)` is EOF.
     ///
@@ -262,6 +290,51 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// Sets the deadlines of one stream from anywhere; see [`Stream::deadline_handle`].
+#[derive(Clone)]
+pub struct DeadlineHandle {
+    shared: Arc<Shared>,
+    id: u32,
+    /// Identifies the stream among all that ever had this id.
+    serial: Option<u64>,
+}
+
+impl DeadlineHandle {
+    fn set(
+        &self,
+        read: Option<Option<tokio::time::Instant>>,
+        write: Option<Option<tokio::time::Instant>>,
+    ) {
+        let mut inner = self.shared.lock();
+        if self.serial.is_some() && inner.conn.stream_serial(self.id) == self.serial {
+            set_deadlines(&mut inner, self.id, read, write);
+        }
+    }
+
+    /// Sets the read deadline; `None` clears it.
+    pub fn set_read_deadline(&self, deadline: Option<tokio::time::Instant>) {
+        self.set(Some(deadline), None);
+    }
+
+    /// Sets the write deadline; `None` clears it.
+    pub fn set_write_deadline(&self, deadline: Option<tokio::time::Instant>) {
+        self.set(None, Some(deadline));
+    }
+
+    /// Sets both deadlines.
+    pub fn set_deadline(&self, deadline: Option<tokio::time::Instant>) {
+        self.set(Some(deadline), Some(deadline));
+    }
+}
+
+impl fmt::Debug for DeadlineHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadlineHandle")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
 /// The read half of a [`Stream`], from [`Stream::into_split`].
 pub struct OwnedReadHalf {
     handle: Handle,
@@ -310,10 +383,11 @@ impl OwnedReadHalf {
         {
             return Err(ReuniteError(self, write));
         }
-        let mut handle = self.handle.take(READ_HANDLE);
-        write.handle.take(WRITE_HANDLE);
-        handle.owns = BOTH_HANDLES;
-        Ok(Stream { handle })
+        // Move both shares into one handle; the emptied halves release nothing on drop.
+        write.handle.owns = 0;
+        Ok(Stream {
+            handle: self.handle.take(READ_HANDLE | WRITE_HANDLE),
+        })
     }
 }
 

@@ -135,6 +135,8 @@ pub struct Connection {
     session_blocked: Vec<u32>,
     /// Streams with at least one live application handle.
     live_handles: usize,
+    /// Serial number for the next stream created.
+    next_serial: u64,
     wake_driver: bool,
 }
 
@@ -158,6 +160,7 @@ impl Connection {
             send_queued: 0,
             session_blocked: Vec::new(),
             live_handles: 0,
+            next_serial: 0,
             wake_driver: false,
         })
     }
@@ -195,6 +198,11 @@ impl Connection {
             .values()
             .filter(|s| s.handles != 0 && !s.finished())
             .count()
+    }
+
+    /// Identifies the stream now registered under `id` among all streams that ever had it.
+    pub fn stream_serial(&self, id: u32) -> Option<u64> {
+        self.streams.get(&id).map(|s| s.serial)
     }
 
     /// Streams with a live application handle or waiting to be accepted.
@@ -385,10 +393,12 @@ impl Connection {
         if self.streams.contains_key(&id) {
             return;
         }
+        let serial = self.take_serial();
         self.streams.insert(
             id,
             StreamState {
                 handles: BOTH_HANDLES,
+                serial,
                 ..StreamState::default()
             },
         );
@@ -504,11 +514,13 @@ impl Connection {
                 break id;
             }
         };
+        let serial = self.take_serial();
         self.streams.insert(
             id,
             StreamState {
                 handles: BOTH_HANDLES,
                 syn_pending: true,
+                serial,
                 ..StreamState::default()
             },
         );
@@ -779,6 +791,11 @@ impl Connection {
 
     // ----------------------------------------------------------------------------------
     // Internals.
+
+    fn take_serial(&mut self) -> u64 {
+        self.next_serial += 1;
+        self.next_serial
+    }
 
     #[cfg(test)]
     pub(crate) fn ids_for_test(&mut self) -> &mut IdAllocator {

@@ -55,6 +55,8 @@ pub(crate) struct StreamState {
     /// A writer, flusher or shutdown waits for progress.
     pub(crate) write_waiting: bool,
 
+    /// Unique per session: tells this stream from earlier ones with the same id.
+    pub(crate) serial: u64,
     /// Which application handles are alive (`READ_HANDLE | WRITE_HANDLE`).
     pub(crate) handles: u8,
     pub(crate) read_deadline: Option<Instant>,

@@ -1,0 +1,561 @@
+//! The public async API over real transports (tokio duplex pipes and loopback TCP).
+//! Timer-driven behaviour runs on tokio's paused clock: no sleeps wait for state.
+
+use std::time::Duration;
+
+use rsmux::{Config, Error, Session, Stream};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt, DuplexStream},
+    net::{TcpListener, TcpStream},
+    time::{timeout, Instant},
+};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn v(version: u8) -> Config {
+    Config {
+        version,
+        ..Config::default()
+    }
+}
+
+fn duplex_pair(config: Config) -> (Session, Session) {
+    let (a, b) = tokio::io::duplex(256 * 1024);
+    (
+        Session::client(a, config.clone()).unwrap(),
+        Session::server(b, config).unwrap(),
+    )
+}
+
+async fn tcp_pair(config: Config) -> (Session, Session) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
+    (
+        Session::client(c.unwrap(), config.clone()).unwrap(),
+        Session::server(s.unwrap().0, config).unwrap(),
+    )
+}
+
+/// Echoes every accepted stream until FIN, then half-closes.
+fn spawn_echo(server: Session) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok(s) = server.accept_stream().await {
+            tokio::spawn(echo(s));
+        }
+    })
+}
+
+async fn echo(mut s: Stream) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = s.shutdown().await;
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[tokio::test]
+async fn echo_many_streams_v1_and_v2_over_tcp() {
+    for version in [1, 2] {
+        let (client, server) = tcp_pair(v(version)).await;
+        spawn_echo(server);
+        let mut tasks = Vec::new();
+        for i in 0..50u8 {
+            let client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut s = client.open_stream().await.unwrap();
+                let data = pattern(100_000 + i as usize * 997, i);
+                let (mut r, mut w) = s_split(&mut s);
+                let expect = data.clone();
+                let writer = async move {
+                    w.write_all(&data).await.unwrap();
+                };
+                let reader = async move {
+                    let mut got = vec![0u8; expect.len()];
+                    r.read_exact(&mut got).await.unwrap();
+                    assert_eq!(got, expect);
+                };
+                tokio::join!(writer, reader);
+                s.shutdown().await.unwrap();
+                let mut rest = Vec::new();
+                s.read_to_end(&mut rest).await.unwrap();
+                assert!(rest.is_empty());
+            }));
+        }
+        for t in tasks {
+            timeout(LIMIT, t).await.unwrap().unwrap();
+        }
+        client.close().await.unwrap();
+    }
+}
+
+/// Borrowed split for tests that keep the stream afterwards.
+fn s_split(
+    s: &mut Stream,
+) -> (
+    tokio::io::ReadHalf<&mut Stream>,
+    tokio::io::WriteHalf<&mut Stream>,
+) {
+    tokio::io::split(s)
+}
+
+#[tokio::test]
+async fn first_ids_are_3_and_2() {
+    let (client, server) = duplex_pair(Config::default());
+    let a = client.open_stream().await.unwrap();
+    let b = client.open_stream().await.unwrap();
+    let c = server.open_stream().await.unwrap();
+    assert_eq!((a.id(), b.id(), c.id()), (3, 5, 2));
+    let accepted = timeout(LIMIT, client.accept_stream())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(accepted.id(), 2);
+}
+
+#[tokio::test]
+async fn half_close_then_read_the_reply() {
+    let (client, server) = duplex_pair(v(2));
+    spawn_echo(server);
+    let mut s = client.open_stream().await.unwrap();
+    s.write_all(b"request").await.unwrap();
+    s.shutdown().await.unwrap();
+    assert_eq!(
+        s.write(b"more").await.unwrap_err().kind(),
+        std::io::ErrorKind::BrokenPipe
+    );
+    let mut reply = Vec::new();
+    timeout(LIMIT, s.read_to_end(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, b"request");
+}
+
+#[tokio::test]
+async fn split_halves_work_from_different_tasks_and_reunite() {
+    let (client, server) = duplex_pair(Config::default());
+    spawn_echo(server);
+    let s = client.open_stream().await.unwrap();
+    let id = s.id();
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        w.write_all(&pattern(300_000, 1)).await.unwrap();
+        w
+    });
+    let mut got = vec![0u8; 300_000];
+    timeout(LIMIT, r.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, pattern(300_000, 1));
+    let w = writer.await.unwrap();
+    let mut s = r.reunite(w).unwrap();
+    assert_eq!(s.id(), id);
+    s.write_all(b"again").await.unwrap();
+    let mut buf = [0u8; 5];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"again");
+}
+
+#[tokio::test]
+async fn dropping_the_write_half_sends_fin() {
+    let (client, server) = duplex_pair(Config::default());
+    let s = client.open_stream().await.unwrap();
+    let (_r, mut w) = s.into_split();
+    w.write_all(b"last words").await.unwrap();
+    drop(w);
+    let mut peer = server.accept_stream().await.unwrap();
+    let mut got = Vec::new();
+    timeout(LIMIT, peer.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"last words");
+}
+
+#[tokio::test]
+async fn dropping_a_stream_delivers_what_was_written_then_eof() {
+    let (client, server) = tcp_pair(Config::default()).await;
+    let mut s = client.open_stream().await.unwrap();
+    let data = pattern(3 * 1024 * 1024, 9);
+    let writer = {
+        let data = data.clone();
+        tokio::spawn(async move {
+            s.write_all(&data).await.unwrap();
+            drop(s); // no flush, no shutdown: the FIN still follows all data
+        })
+    };
+    let mut peer = server.accept_stream().await.unwrap();
+    let mut got = Vec::new();
+    timeout(LIMIT, peer.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    writer.await.unwrap();
+    assert!(got == data, "data lost or reordered");
+}
+
+#[tokio::test]
+async fn session_close_delivers_data_written_before_it() {
+    // Large writes racing a graceful session close: every byte accepted before close()
+    // reaches the peer before the connection ends.
+    let (client, server) = tcp_pair(Config::default()).await;
+    let mut s = client.open_stream().await.unwrap();
+    let data = pattern(2 * 1024 * 1024, 3);
+    let mut written = 0;
+    while written < data.len() {
+        match timeout(Duration::from_millis(50), s.write(&data[written..])).await {
+            Ok(Ok(n)) => written += n,
+            _ => break,
+        }
+    }
+    assert!(written > 0);
+    let closer = tokio::spawn({
+        let client = client.clone();
+        async move { client.close().await }
+    });
+    let mut peer = server.accept_stream().await.unwrap();
+    let mut got = Vec::new();
+    let err = timeout(LIMIT, peer.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap_err();
+    // Go sends no FIN on session close: the stream ends with the connection.
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    assert_eq!(got.len(), written);
+    assert!(got[..] == data[..written]);
+    timeout(LIMIT, closer).await.unwrap().unwrap().unwrap();
+    assert!(client.is_closed());
+    assert!(matches!(client.close().await, Err(Error::Closed)));
+    assert!(matches!(client.open_stream().await, Err(Error::Closed)));
+    timeout(LIMIT, server.closed()).await.unwrap();
+    assert!(matches!(
+        server.close_reason(),
+        Some(Error::ConnectionClosed)
+    ));
+    assert_eq!(server.num_streams(), 0);
+}
+
+#[tokio::test]
+async fn peer_close_is_seen_by_accept_and_readers() {
+    let (client, server) = duplex_pair(Config::default());
+    let mut s = client.open_stream().await.unwrap();
+    s.write_all(b"x").await.unwrap();
+    let mut peer = server.accept_stream().await.unwrap();
+    let mut one = [0u8; 1];
+    peer.read_exact(&mut one).await.unwrap();
+    let reader = tokio::spawn(async move { s.read(&mut [0u8; 8]).await });
+    server.close().await.unwrap();
+    let err = timeout(LIMIT, reader).await.unwrap().unwrap().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    assert!(matches!(
+        timeout(LIMIT, client.accept_stream()).await.unwrap(),
+        Err(Error::ConnectionClosed)
+    ));
+    timeout(LIMIT, client.closed()).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn read_deadline_times_out_deterministically() {
+    let (client, server) = duplex_pair(Config::default());
+    let mut s = client.open_stream().await.unwrap();
+    s.write_all(b"hi").await.unwrap();
+    let mut peer = server.accept_stream().await.unwrap();
+    let start = Instant::now();
+    s.set_read_deadline(Some(start + Duration::from_secs(5)));
+    let err = s.read(&mut [0u8; 4]).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    assert_eq!(Instant::now() - start, Duration::from_secs(5));
+    // A past deadline fails every time, never at random.
+    for _ in 0..100 {
+        assert!(s.read(&mut [0u8; 4]).await.is_err());
+    }
+    // Buffered data is still returned past the deadline, as in Go.
+    peer.write_all(b"ok").await.unwrap();
+    tokio::task::yield_now().await;
+    let mut got = [0u8; 2];
+    timeout(LIMIT, s.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got, b"ok");
+    s.set_read_deadline(None);
+    peer.write_all(b"!").await.unwrap();
+    assert_eq!(s.read(&mut got).await.unwrap(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn changing_a_deadline_wakes_the_blocked_operation() {
+    let (client, _server) = duplex_pair(Config::default());
+    let s = client.open_stream().await.unwrap();
+    let deadlines = s.deadline_handle();
+    let (mut r, _w) = s.into_split();
+    let start = Instant::now();
+    r.set_read_deadline(Some(start + Duration::from_secs(1000)));
+    let reader = tokio::spawn(async move { r.read(&mut [0u8; 1]).await });
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(!reader.is_finished());
+    // Another task moves the deadline closer while the read is parked: it applies at once.
+    deadlines.set_read_deadline(Some(start + Duration::from_secs(12)));
+    let err = timeout(LIMIT, reader).await.unwrap().unwrap().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    assert_eq!(Instant::now() - start, Duration::from_secs(12));
+}
+
+#[tokio::test(start_paused = true)]
+async fn write_deadline_applies_to_a_writer_blocked_on_the_v2_window() {
+    let (client, server) = duplex_pair(v(2));
+    let mut s = client.open_stream().await.unwrap();
+    let _peer = server.accept_stream(); // never read: the window closes
+    let chunk = vec![0u8; 64 * 1024];
+    let start = Instant::now();
+    s.set_write_deadline(Some(start + Duration::from_secs(3)));
+    let mut written = 0usize;
+    let err = loop {
+        match s.write(&chunk).await {
+            Ok(n) => written += n,
+            Err(e) => break e,
+        }
+        assert!(
+            written < 10 * 1024 * 1024,
+            "the window must stop the writer"
+        );
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    assert_eq!(Instant::now() - start, Duration::from_secs(3));
+    // 256 KiB initial window in flight plus 256 KiB of send buffer.
+    assert_eq!(written, 512 * 1024);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_reads_and_writes_lose_nothing() {
+    let (client, server) = duplex_pair(Config::default());
+    spawn_echo(server);
+    let mut s = client.open_stream().await.unwrap();
+    let data = pattern(1_000_000, 5);
+    let mut sent = 0;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 10_000];
+    for _ in 0..100_000 {
+        if sent < data.len() {
+            if let Ok(Ok(n)) = timeout(Duration::from_micros(1), s.write(&data[sent..])).await {
+                sent += n;
+            }
+        }
+        if let Ok(Ok(n)) = timeout(Duration::from_micros(1), s.read(&mut buf)).await {
+            got.extend_from_slice(&buf[..n]);
+        }
+        if got.len() == data.len() {
+            break;
+        }
+    }
+    assert_eq!(got.len(), data.len());
+    assert!(got == data);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_session_with_keepalive_stays_up() {
+    let cfg = Config {
+        keep_alive_interval: Duration::from_secs(1),
+        keep_alive_timeout: Duration::from_secs(2),
+        ..Config::default()
+    };
+    let (client, server) = duplex_pair(cfg);
+    let mut s = client.open_stream().await.unwrap();
+    let mut peer = server.accept_stream().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(!client.is_closed() && !server.is_closed());
+    s.write_all(b"still here").await.unwrap();
+    let mut buf = [0u8; 10];
+    peer.read_exact(&mut buf).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_peer_is_timed_out_by_keepalive() {
+    let cfg = Config {
+        keep_alive_interval: Duration::from_secs(1),
+        keep_alive_timeout: Duration::from_secs(2),
+        ..Config::default()
+    };
+    // The other end of the pipe never says anything (and never reads).
+    let (a, _silent): (DuplexStream, DuplexStream) = tokio::io::duplex(1024);
+    let session = Session::client(a, cfg).unwrap();
+    let start = Instant::now();
+    timeout(Duration::from_secs(10), session.closed())
+        .await
+        .unwrap();
+    assert_eq!(Instant::now() - start, Duration::from_secs(2));
+    assert!(matches!(
+        session.close_reason(),
+        Some(Error::KeepaliveTimeout(_))
+    ));
+    assert!(matches!(
+        session.accept_stream().await,
+        Err(Error::KeepaliveTimeout(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_still_fires_while_the_socket_write_blocks() {
+    // Upstream TestKeepAliveBlockWriteTimeout: our writes never drain, the peer is silent.
+    let cfg = Config {
+        keep_alive_interval: Duration::from_secs(1),
+        keep_alive_timeout: Duration::from_secs(2),
+        ..Config::default()
+    };
+    let (a, _stuck) = tokio::io::duplex(16);
+    let session = Session::client(a, cfg).unwrap();
+    let mut s = session.open_stream().await.unwrap();
+    let _ = timeout(Duration::from_millis(10), s.write_all(&[0u8; 100_000])).await;
+    timeout(Duration::from_secs(10), session.closed())
+        .await
+        .unwrap();
+    assert!(matches!(
+        session.close_reason(),
+        Some(Error::KeepaliveTimeout(_))
+    ));
+}
+
+#[tokio::test]
+async fn bulk_stream_does_not_starve_ping_pong() {
+    let (client, server) = tcp_pair(Config::default()).await;
+    spawn_echo(server);
+    let mut bulk = client.open_stream().await.unwrap();
+    let bulk_task = tokio::spawn(async move {
+        let chunk = vec![7u8; 128 * 1024];
+        let (mut r, mut w) = tokio::io::split(&mut bulk);
+        let drain = async {
+            let mut buf = vec![0u8; 128 * 1024];
+            while let Ok(n) = r.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        let pump = async {
+            for _ in 0..400 {
+                w.write_all(&chunk).await.unwrap();
+            }
+            w.shutdown().await.unwrap();
+        };
+        tokio::join!(drain, pump);
+    });
+    let mut ping = client.open_stream().await.unwrap();
+    let mut rounds = 0;
+    while !bulk_task.is_finished() && rounds < 200 {
+        ping.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        timeout(Duration::from_secs(5), ping.read_exact(&mut buf))
+            .await
+            .expect("ping-pong starved by the bulk stream")
+            .unwrap();
+        rounds += 1;
+    }
+    assert!(rounds > 0);
+    timeout(LIMIT, bulk_task).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn version_mismatch_is_a_clear_protocol_error() {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let client = Session::client(a, v(2)).unwrap();
+    let server = Session::server(b, v(1)).unwrap();
+    let mut s = client.open_stream().await.unwrap();
+    s.write_all(b"x").await.unwrap();
+    let err = timeout(LIMIT, server.accept_stream())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Protocol(rsmux::ProtocolError::VersionMismatch {
+                got: 2,
+                expected: 1
+            })
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        std::io::Error::from(err).kind(),
+        std::io::ErrorKind::InvalidData
+    );
+}
+
+#[tokio::test]
+async fn bad_config_is_rejected_naming_the_field() {
+    let (a, _b) = tokio::io::duplex(64);
+    let err = Session::client(
+        a,
+        Config {
+            max_frame_size: 70_000,
+            ..Config::default()
+        },
+    )
+    .unwrap_err();
+    match err {
+        Error::Config(e) => assert_eq!(e.field, "max_frame_size"),
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn session_ends_when_every_handle_is_dropped() {
+    let (a, mut b) = tokio::io::duplex(64 * 1024);
+    let client = Session::client(a, Config::default()).unwrap();
+    let mut s = client.open_stream().await.unwrap();
+    drop(client);
+    s.write_all(b"abc").await.unwrap();
+    drop(s);
+    // The peer sees SYN, PSH "abc", FIN, then end-of-file.
+    let mut wire = Vec::new();
+    timeout(LIMIT, b.read_to_end(&mut wire))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        wire,
+        [
+            &[1, 0, 0, 0, 3, 0, 0, 0][..],
+            &[1, 2, 3, 0, 3, 0, 0, 0],
+            b"abc",
+            &[1, 1, 0, 0, 3, 0, 0, 0]
+        ]
+        .concat()
+    );
+}
+
+#[tokio::test]
+async fn num_streams_counts_open_streams() {
+    let (client, server) = duplex_pair(Config::default());
+    let a = client.open_stream().await.unwrap();
+    let mut b = client.open_stream().await.unwrap();
+    assert_eq!(client.num_streams(), 2);
+    drop(a);
+    assert_eq!(client.num_streams(), 1);
+    // Both sides half-close: the stream no longer counts on either side.
+    b.shutdown().await.unwrap();
+    let _a = server.accept_stream().await.unwrap();
+    let mut pb = server.accept_stream().await.unwrap();
+    pb.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    pb.read_to_end(&mut rest).await.unwrap();
+    b.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(client.num_streams(), 0);
+    client.close().await.unwrap();
+    assert_eq!(client.num_streams(), 0);
+}
