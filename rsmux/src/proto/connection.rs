@@ -1,23 +1,24 @@
 //! The session state machine: every smux rule, no I/O, no clock reads.
 
 use std::{
-    collections::{BTreeSet, HashMap, VecDeque},
+    collections::{HashMap, VecDeque},
     time::{Duration, Instant},
 };
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use super::{
     budget::Budget,
+    deadlines::{Deadlines, Dir},
     ids::{IdAllocator, Role},
     keepalive::Keepalive,
-    recv_buffer::RecvBuffer,
+    recv_buffer::{RecvBuffer, SHARE_MIN},
     stream::{StreamState, BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE},
     tx::TxBuf,
 };
 use crate::{
     config::{Config, ConfigError},
-    error::Error,
+    error::{Error, ProtocolError},
     frame::{decode_upd, encode_upd, Cmd, Header, HEADER_LEN, UPD_LEN},
 };
 
@@ -79,12 +80,6 @@ pub enum Progress {
     Blocked,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Dir {
-    Read,
-    Write,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Open,
@@ -124,7 +119,7 @@ pub struct Connection {
     ring: VecDeque<u32>,
     nop_pending: bool,
     keepalive: Keepalive,
-    deadlines: BTreeSet<(Instant, u32, Dir)>,
+    deadlines: Deadlines,
     events: VecDeque<Event>,
     state: State,
     /// Why the session ended, once it has (first cause wins).
@@ -153,7 +148,7 @@ impl Connection {
             accept_queue: VecDeque::new(),
             ring: VecDeque::new(),
             nop_pending: false,
-            deadlines: BTreeSet::new(),
+            deadlines: Deadlines::default(),
             events: VecDeque::new(),
             state: State::Open,
             error: None,
@@ -261,7 +256,7 @@ impl Connection {
         };
         [
             self.keepalive.poll_timeout(),
-            self.deadlines.first().map(|d| d.0),
+            self.deadlines.next(),
             closing,
         ]
         .into_iter()
@@ -379,9 +374,9 @@ impl Connection {
                 Cmd::Fin => self.on_fin(h.stream_id),
                 Cmd::Psh => self.on_psh(h.stream_id, len, rb),
                 Cmd::Upd => {
-                    let mut body = [0u8; UPD_LEN];
-                    body.copy_from_slice(&rb.take_payload(UPD_LEN));
-                    let (consumed, window) = decode_upd(&body);
+                    let body: &[u8; UPD_LEN] = rb.peek(UPD_LEN).try_into().expect("8 bytes");
+                    let (consumed, window) = decode_upd(body);
+                    rb.skip(UPD_LEN);
                     self.on_upd(h.stream_id, consumed, window);
                 }
             }
@@ -419,8 +414,14 @@ impl Connection {
     fn on_psh(&mut self, id: u32, len: usize, rb: &mut RecvBuffer) {
         match self.streams.get_mut(&id) {
             Some(s) if !s.read_closed && len > 0 => {
-                s.recv.push_back(rb.take_payload(len));
-                s.recv_len += len;
+                // Large payloads stay slices of the read chunk; small ones are packed (see
+                // `recv_buffer` for why this bounds memory).
+                if len >= SHARE_MIN {
+                    s.recv.push_shared(rb.split(len));
+                } else {
+                    s.recv.push_copy(rb.peek(len));
+                    rb.skip(len);
+                }
                 self.budget.charge(len);
                 if std::mem::take(&mut s.read_waiting) {
                     self.events.push_back(Event::Readable(id));
@@ -438,7 +439,7 @@ impl Connection {
         s.send_window.on_update(consumed, window);
         if let Err(e) = s.send_window.available(id) {
             tracing::debug!(error = %e, "impossible window update");
-            s.send_error = Some(e);
+            s.window_broken = true;
             self.send_queued -= s.send.len();
             s.send = BytesMut::new();
         }
@@ -481,11 +482,7 @@ impl Connection {
             self.nop_pending = true;
             self.wake_driver = true;
         }
-        while let Some(&(at, id, dir)) = self.deadlines.first() {
-            if at > now {
-                break;
-            }
-            self.deadlines.pop_first();
+        while let Some((id, dir)) = self.deadlines.pop_expired(now) {
             self.events.push_back(match dir {
                 Dir::Read => Event::Readable(id),
                 Dir::Write => Event::Writable(id),
@@ -553,25 +550,13 @@ impl Connection {
             return Ok(ReadOutcome::Data(0));
         }
         let s = self.stream_mut(id)?;
-        if s.recv_len == 0 {
+        if s.recv.is_empty() {
             return Ok(match self.wait_readable(id, now)? {
                 Some(()) => ReadOutcome::Blocked,
                 None => ReadOutcome::Eof,
             });
         }
-        let mut n = 0;
-        while n < buf.len() {
-            let Some(front) = s.recv.front_mut() else {
-                break;
-            };
-            let k = front.len().min(buf.len() - n);
-            buf[n..n + k].copy_from_slice(&front[..k]);
-            front.advance(k);
-            if front.is_empty() {
-                s.recv.pop_front();
-            }
-            n += k;
-        }
+        let n = s.recv.read_into(buf);
         self.consumed(id, n);
         Ok(ReadOutcome::Data(n))
     }
@@ -580,16 +565,11 @@ impl Connection {
     /// payload without copying.
     pub fn read_chunk(&mut self, id: u32, max: usize, now: Instant) -> Result<ChunkOutcome, Error> {
         let s = self.stream_mut(id)?;
-        let Some(front) = s.recv.front_mut() else {
+        let Some(chunk) = s.recv.read_chunk(max) else {
             return Ok(match self.wait_readable(id, now)? {
                 Some(()) => ChunkOutcome::Blocked,
                 None => ChunkOutcome::Eof,
             });
-        };
-        let chunk = if max >= front.len() {
-            s.recv.pop_front().expect("front exists")
-        } else {
-            front.split_to(max.max(1))
         };
         self.consumed(id, chunk.len());
         Ok(ChunkOutcome::Data(chunk))
@@ -604,7 +584,7 @@ impl Connection {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
-        if s.read_deadline.is_some_and(|d| d <= now) {
+        if self.deadlines.passed(id, Dir::Read, now) {
             return Err(Error::Timeout);
         }
         s.read_waiting = true;
@@ -615,10 +595,6 @@ impl Connection {
     /// in v2 an UPD when one is due (SPEC §5).
     fn consumed(&mut self, id: u32, n: usize) {
         let s = self.streams.get_mut(&id).expect("checked by caller");
-        s.recv_len -= n;
-        if s.recv.is_empty() {
-            s.recv = VecDeque::new(); // an idle stream holds no buffer
-        }
         if self.config.v2() {
             let threshold = (self.config.max_stream_buffer / 2) as u32;
             if let Some(c) = s.recv_window.on_read(n as u32, threshold) {
@@ -664,10 +640,10 @@ impl Connection {
         if s.send.is_empty() {
             return Ok(Progress::Ready(0));
         }
-        if let Some(e) = &s.send_error {
-            return Err(Error::Protocol(e.clone()));
+        if s.window_broken {
+            return Err(ProtocolError::ConsumedMoreThanSent { stream: id }.into());
         }
-        let deadline_passed = s.write_deadline.is_some_and(|d| d <= now);
+        let deadline_passed = self.deadlines.passed(id, Dir::Write, now);
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
@@ -692,11 +668,10 @@ impl Connection {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
-        let s = self.streams.get_mut(&id).expect("checked");
-        if s.write_deadline.is_some_and(|d| d <= now) {
+        if self.deadlines.passed(id, Dir::Write, now) {
             return Err(Error::Timeout);
         }
-        s.write_waiting = true;
+        self.streams.get_mut(&id).expect("checked").write_waiting = true;
         Ok(Progress::Blocked)
     }
 
@@ -712,21 +687,16 @@ impl Connection {
         if which & READ_HANDLE != 0 {
             s.read_closed = true;
             s.read_waiting = false;
-            let unread = std::mem::take(&mut s.recv_len);
-            s.recv = VecDeque::new();
-            if let Some(d) = s.read_deadline.take() {
-                self.deadlines.remove(&(d, id, Dir::Read));
-            }
+            let unread = s.recv.clear();
+            self.deadlines.set(id, Dir::Read, None);
             if self.budget.release(unread) {
                 self.wake_driver = true;
             }
         }
-        let s = self.streams.get_mut(&id).expect("present");
         if which & WRITE_HANDLE != 0 {
+            self.deadlines.set(id, Dir::Write, None);
+            let s = self.streams.get_mut(&id).expect("present");
             s.write_waiting = false;
-            if let Some(d) = s.write_deadline.take() {
-                self.deadlines.remove(&(d, id, Dir::Write));
-            }
             if !s.write_closed {
                 s.write_closed = true;
                 self.schedule(id);
@@ -753,19 +723,10 @@ impl Connection {
     }
 
     fn set_deadline(&mut self, id: u32, dir: Dir, deadline: Option<Instant>) {
-        let Some(s) = self.streams.get_mut(&id) else {
+        if !self.streams.contains_key(&id) {
             return;
-        };
-        let slot = match dir {
-            Dir::Read => &mut s.read_deadline,
-            Dir::Write => &mut s.write_deadline,
-        };
-        if let Some(old) = std::mem::replace(slot, deadline) {
-            self.deadlines.remove(&(old, id, dir));
         }
-        if let Some(d) = deadline {
-            self.deadlines.insert((d, id, dir));
-        }
+        self.deadlines.set(id, dir, deadline);
         self.events.push_back(match dir {
             Dir::Read => Event::Readable(id),
             Dir::Write => Event::Writable(id),
@@ -811,10 +772,10 @@ impl Connection {
         if s.write_closed {
             return Err(Error::Closed);
         }
-        if let Some(e) = &s.send_error {
-            return Err(Error::Protocol(e.clone()));
+        if s.window_broken {
+            return Err(ProtocolError::ConsumedMoreThanSent { stream: id }.into());
         }
-        let deadline_passed = s.write_deadline.is_some_and(|d| d <= now);
+        let deadline_passed = self.deadlines.passed(id, Dir::Write, now);
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
@@ -850,12 +811,8 @@ impl Connection {
         }
         let s = self.streams.remove(&id).expect("present");
         self.send_queued -= s.send.len();
-        self.budget.release(s.recv_len);
-        for (d, dir) in [(s.read_deadline, Dir::Read), (s.write_deadline, Dir::Write)] {
-            if let Some(d) = d {
-                self.deadlines.remove(&(d, id, dir));
-            }
-        }
+        self.budget.release(s.recv.len());
+        self.deadlines.remove_stream(id);
     }
 
     /// Ends the session at once: the first error is kept, nothing more is sent or read.

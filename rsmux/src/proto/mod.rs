@@ -6,9 +6,11 @@
 
 mod budget;
 mod connection;
+mod deadlines;
 mod ids;
 mod keepalive;
 mod recv_buffer;
+mod recv_queue;
 mod stream;
 mod tx;
 mod window;

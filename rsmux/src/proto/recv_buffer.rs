@@ -4,8 +4,9 @@
 //! session then cuts complete frames out of it. A payload of at least half a chunk is handed to
 //! its stream as a zero-copy `Bytes` slice of the chunk; a smaller one is copied into an
 //! allocation of its own. So a chunk kept alive by unread data holds at least half its size of
-//! charged payload, and the memory behind unread data stays below twice the receive budget,
-//! however a peer sizes its frames (Go's power-of-two pools give the same factor, SPEC §12).
+//! charged payload, and the memory behind unread data stays below about twice the receive
+//! budget, however a peer sizes its frames (Go's power-of-two pools give the same factor,
+//! SPEC §12). Copied payloads are packed together by the stream's receive queue.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -82,15 +83,14 @@ impl RecvBuffer {
         self.buf.advance(n);
     }
 
-    /// Takes `n` payload bytes from the front, sliced or copied per the module's policy.
-    pub(crate) fn take_payload(&mut self, n: usize) -> Bytes {
-        if n >= SHARE_MIN {
-            self.buf.split_to(n).freeze()
-        } else {
-            let b = Bytes::copy_from_slice(&self.buf[..n]);
-            self.buf.advance(n);
-            b
-        }
+    /// The first `n` buffered bytes.
+    pub(crate) fn peek(&self, n: usize) -> &[u8] {
+        &self.buf[..n]
+    }
+
+    /// Takes `n` bytes from the front without copying them.
+    pub(crate) fn split(&mut self, n: usize) -> Bytes {
+        self.buf.split_to(n).freeze()
     }
 }
 
@@ -103,21 +103,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn large_payloads_are_slices_small_ones_copies() {
+    fn split_is_zero_copy() {
         let mut rb = RecvBuffer::new();
         rb.prepare();
         rb.extend_from_slice(&vec![7u8; SHARE_MIN + 10]);
         let base = rb.buf.as_ptr();
-        let big = rb.take_payload(SHARE_MIN);
-        assert_eq!(big.as_ptr(), base, "large payload must not be copied");
-        let small = rb.take_payload(10);
-        assert_ne!(small.as_ptr(), unsafe_free_ptr_after(base, SHARE_MIN));
+        let big = rb.split(SHARE_MIN);
+        assert_eq!(big.as_ptr(), base, "split does not copy");
+        assert_eq!(rb.peek(10), &[7u8; 10]);
+        rb.skip(10);
         assert!(rb.is_empty());
-    }
-
-    // Address where the small payload lay inside the chunk (pointer arithmetic only).
-    fn unsafe_free_ptr_after(base: *const u8, off: usize) -> *const u8 {
-        base.wrapping_add(off)
     }
 
     #[test]

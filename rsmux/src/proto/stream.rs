@@ -8,12 +8,12 @@
 //! An entry leaves the table once no handle refers to it and its FIN is on its way (or the
 //! session died), so a handle never sees its id reused.
 
-use std::{collections::VecDeque, time::Instant};
+use bytes::BytesMut;
 
-use bytes::{Bytes, BytesMut};
-
-use super::window::{RecvWindow, SendWindow};
-use crate::error::ProtocolError;
+use super::{
+    recv_queue::RecvQueue,
+    window::{RecvWindow, SendWindow},
+};
 
 /// The application's read handle is alive.
 pub const READ_HANDLE: u8 = 1;
@@ -25,10 +25,8 @@ pub const BOTH_HANDLES: u8 = READ_HANDLE | WRITE_HANDLE;
 #[derive(Debug, Default)]
 pub(crate) struct StreamState {
     // Receive side.
-    /// Received payloads not yet read, in order.
-    pub(crate) recv: VecDeque<Bytes>,
-    /// Sum of the lengths in `recv`.
-    pub(crate) recv_len: usize,
+    /// Received bytes not yet read.
+    pub(crate) recv: RecvQueue,
     pub(crate) fin_received: bool,
     /// The read handle is gone: payloads are dropped on arrival.
     pub(crate) read_closed: bool,
@@ -44,8 +42,8 @@ pub(crate) struct StreamState {
     /// No more writes: a FIN follows the queued data.
     pub(crate) write_closed: bool,
     pub(crate) fin_sent: bool,
-    /// The peer's UPD was impossible; writes fail with it.
-    pub(crate) send_error: Option<ProtocolError>,
+    /// The peer's UPD claimed more consumed than sent; writes fail.
+    pub(crate) window_broken: bool,
 
     // Scheduling and wake-ups.
     /// Listed in the session's round-robin ring.
@@ -59,8 +57,6 @@ pub(crate) struct StreamState {
     pub(crate) serial: u64,
     /// Which application handles are alive (`READ_HANDLE | WRITE_HANDLE`).
     pub(crate) handles: u8,
-    pub(crate) read_deadline: Option<Instant>,
-    pub(crate) write_deadline: Option<Instant>,
 }
 
 impl StreamState {

@@ -742,3 +742,15 @@ impl BlockedOrErr for Result<Progress, Error> {
         assert!(!matches!(self, Ok(Progress::Ready(n)) if n > 0), "{self:?}");
     }
 }
+
+#[test]
+fn print_sizes() {
+    eprintln!(
+        "StreamState {} RecvQueue {} SendWindow {} Option<ProtocolError> {} Option<Instant> {}",
+        std::mem::size_of::<super::stream::StreamState>(),
+        std::mem::size_of::<super::recv_queue::RecvQueue>(),
+        std::mem::size_of::<super::window::SendWindow>(),
+        std::mem::size_of::<Option<ProtocolError>>(),
+        std::mem::size_of::<Option<Instant>>()
+    );
+}
