@@ -559,3 +559,40 @@ async fn num_streams_counts_open_streams() {
     client.close().await.unwrap();
     assert_eq!(client.num_streams(), 0);
 }
+
+#[tokio::test]
+async fn frames_parked_by_a_full_backlog_or_budget_resume_without_new_traffic() {
+    // Keepalive off: no NOP will come along to unstick a driver that forgot buffered frames.
+    let cfg = Config {
+        keep_alive_disabled: true,
+        max_receive_buffer: 64 * 1024,
+        ..Config::default()
+    };
+    let (client, server) = duplex_pair(cfg);
+    let mut opened = Vec::new();
+    for _ in 0..1500 {
+        opened.push(client.open_stream().await.unwrap());
+    }
+    // 1500 SYNs arrive at once; only 1024 fit the accept backlog.
+    let mut accepted = Vec::new();
+    for _ in 0..1500 {
+        accepted.push(
+            timeout(Duration::from_secs(5), server.accept_stream())
+                .await
+                .expect("stalled on frames already read")
+                .unwrap(),
+        );
+    }
+    // One burst larger than the whole budget, then silence.
+    let mut s = opened.pop().unwrap();
+    let mut peer = accepted.pop().unwrap();
+    assert_eq!(peer.id(), s.id());
+    s.write_all(&pattern(300_000, 4)).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    timeout(Duration::from_secs(5), peer.read_to_end(&mut got))
+        .await
+        .expect("stalled on frames already read")
+        .unwrap();
+    assert!(got == pattern(300_000, 4));
+}

@@ -193,6 +193,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 conn.close(now);
             }
             let conn = &mut inner.conn;
+            if conn.wants_read() && !self.rb.is_empty() {
+                // Frames read earlier may have waited for budget or accept room.
+                conn.handle_input(&mut self.rb);
+            }
             if conn.poll_timeout().is_some_and(|t| t <= now) {
                 conn.handle_timeout(now);
             }
