@@ -414,9 +414,9 @@ impl Connection {
     fn on_psh(&mut self, id: u32, len: usize, rb: &mut RecvBuffer) {
         match self.streams.get_mut(&id) {
             Some(s) if !s.read_closed && len > 0 => {
-                // Large payloads stay slices of the read chunk; small ones are packed (see
-                // `recv_buffer` for why this bounds memory).
-                if len >= SHARE_MIN {
+                // Large payloads stay slices of the read chunk while the application keeps
+                // up; others are packed (see `recv_buffer` for why this bounds memory).
+                if len >= SHARE_MIN && self.budget.used() < self.config.max_receive_buffer / 8 {
                     s.recv.push_shared(rb.split(len));
                 } else {
                     s.recv.push_copy(rb.peek(len));

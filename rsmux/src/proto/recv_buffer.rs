@@ -1,22 +1,25 @@
 //! The connection's read buffer and its memory policy.
 //!
-//! The driver reads the socket into one [`RecvBuffer`] in chunks of [`CHUNK`] bytes; the
-//! session then cuts complete frames out of it. A payload of at least half a chunk is handed to
-//! its stream as a zero-copy `Bytes` slice of the chunk; a smaller one is copied into an
-//! allocation of its own. So a chunk kept alive by unread data holds at least half its size of
-//! charged payload, and the memory behind unread data stays below about twice the receive
-//! budget, however a peer sizes its frames (Go's power-of-two pools give the same factor,
-//! SPEC §12). Copied payloads are packed together by the stream's receive queue.
+//! The driver reads the socket into one [`RecvBuffer`] in chunks of [`CHUNK`] bytes (large
+//! reads: fewer system calls); the session then cuts complete frames out of it. While the
+//! application keeps up (unread data below 1/8 of the receive budget), a payload of at least
+//! [`SHARE_MIN`] bytes is handed to its stream as a zero-copy slice of the chunk. Every other
+//! payload is copied into the stream's compact receive queue. A slice can keep its whole chunk
+//! alive, at most `CHUNK / SHARE_MIN` = 8 times its size, and slices are only made while less
+//! than 1/8 of the budget is unread, so chunks pinned by slow readers never exceed one budget;
+//! copied data costs at most twice its size. Memory behind unread data therefore stays below
+//! three times `max_receive_buffer`, however a peer sizes its frames and whatever the
+//! application reads, while the common case (a reader that keeps up) copies nothing.
 
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::frame::HEADER_LEN;
 
 /// Size of one read chunk.
-pub const CHUNK: usize = 64 * 1024;
+pub const CHUNK: usize = 256 * 1024;
 
-/// Payloads of at least this many bytes are sliced, not copied.
-pub const SHARE_MIN: usize = CHUNK / 2;
+/// Payloads of at least this many bytes may be sliced rather than copied.
+pub const SHARE_MIN: usize = CHUNK / 8;
 
 /// A read never goes into less room than this, unless the frame in progress needs less.
 const MIN_READ: usize = 4096;
