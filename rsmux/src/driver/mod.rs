@@ -159,6 +159,8 @@ struct Driver<T> {
     sleep: Pin<Box<tokio::time::Sleep>>,
     /// Something was written since the last `poll_flush`.
     unflushed: bool,
+    /// Something was written since the core was last told.
+    transmitted: bool,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
@@ -170,6 +172,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             tx: TxBuf::new(),
             sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
             unflushed: false,
+            transmitted: false,
         }
     }
 
@@ -193,6 +196,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 conn.close(now);
             }
             let conn = &mut inner.conn;
+            if std::mem::take(&mut self.transmitted) {
+                conn.handle_transmitted();
+            }
             if conn.wants_read() && !self.rb.is_empty() {
                 // Frames read earlier may have waited for budget or accept room.
                 conn.handle_input(&mut self.rb);
@@ -232,6 +238,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 Poll::Ready(Ok(n)) => {
                     self.tx.advance(n);
                     self.unflushed = true;
+                    self.transmitted = true;
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => return self.fail(e),

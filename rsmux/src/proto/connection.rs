@@ -462,6 +462,12 @@ impl Connection {
         self.die(Error::from(e));
     }
 
+    /// The connection accepted bytes from [`poll_transmit`](Self::poll_transmit) (a socket
+    /// write made progress). Keepalive uses it to tell a slow local reader from a dead peer.
+    pub fn handle_transmitted(&mut self) {
+        self.keepalive.on_transmit();
+    }
+
     /// The driver shut the connection down after [`wants_shutdown`](Self::wants_shutdown).
     pub fn handle_shutdown(&mut self) {
         self.terminate();

@@ -1,6 +1,11 @@
 //! Keepalive as pure timer logic (SPEC §6): a NOP every interval; the session dies when no
-//! frame header at all arrived during a whole timeout period, unless reading is paused because
-//! the receive budget is exhausted (upstream's exemption: the peer may be fine, we are slow).
+//! frame header at all arrived during a whole timeout period.
+//!
+//! Upstream exempts a session whose reading is paused because the receive budget is exhausted
+//! (the peer may be fine, we are the slow side). That exemption lets a peer that fills our
+//! budget and then goes silent, or never reads its socket, hold the session forever. Here the
+//! exemption holds only if the connection accepted some of our bytes during the period: a
+//! live peer reads our NOPs at least, a dead or hostile one does not.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +28,8 @@ pub(crate) struct Keepalive {
     next_check: Instant,
     /// A frame was received since the last check.
     active: bool,
+    /// The connection accepted bytes from us since the last check.
+    transmitted: bool,
     enabled: bool,
 }
 
@@ -34,6 +41,7 @@ impl Keepalive {
             next_ping: now + config.keep_alive_interval,
             next_check: now + config.keep_alive_timeout,
             active: false,
+            transmitted: false,
             enabled: !config.keep_alive_disabled,
         }
     }
@@ -41,6 +49,11 @@ impl Keepalive {
     /// A frame header was received.
     pub(crate) fn on_frame(&mut self) {
         self.active = true;
+    }
+
+    /// The connection accepted bytes from us.
+    pub(crate) fn on_transmit(&mut self) {
+        self.transmitted = true;
     }
 
     /// When the next tick is due.
@@ -59,10 +72,12 @@ impl Keepalive {
             self.next_ping = next_after(self.next_ping, self.interval, now);
         }
         if now >= self.next_check {
-            if !self.active && !reading_paused_by_budget {
+            let exempt = reading_paused_by_budget && self.transmitted;
+            if !self.active && !exempt {
                 tick.timed_out = true;
             }
             self.active = false;
+            self.transmitted = false;
             self.next_check = next_after(self.next_check, self.timeout, now);
         }
         tick
@@ -116,23 +131,22 @@ mod tests {
     }
 
     #[test]
-    fn any_frame_keeps_it_alive_and_budget_exhaustion_exempts() {
+    fn any_frame_keeps_it_alive_and_budget_exhaustion_exempts_a_live_peer() {
         let t0 = Instant::now();
+        let secs = |n| t0 + Duration::from_secs(n);
         let mut k = Keepalive::new(&cfg(), t0);
         k.on_frame();
-        assert!(
-            !k.handle_timeout(t0 + Duration::from_secs(2), false)
-                .timed_out
-        );
-        // Nothing received in the next period, but we are the slow side.
-        assert!(
-            !k.handle_timeout(t0 + Duration::from_secs(4), true)
-                .timed_out
-        );
-        assert!(
-            k.handle_timeout(t0 + Duration::from_secs(6), false)
-                .timed_out
-        );
+        assert!(!k.handle_timeout(secs(2), false).timed_out);
+        // Nothing received in the next period, but we are the slow side and the peer still
+        // takes our bytes.
+        k.on_transmit();
+        assert!(!k.handle_timeout(secs(4), true).timed_out);
+        // Slow side, but the peer takes nothing from us either: gone or hostile.
+        assert!(k.handle_timeout(secs(6), true).timed_out);
+        // Transmitting alone does not keep a session whose peer is silent alive.
+        let mut k = Keepalive::new(&cfg(), t0);
+        k.on_transmit();
+        assert!(k.handle_timeout(secs(2), false).timed_out);
     }
 
     #[test]

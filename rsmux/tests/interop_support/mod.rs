@@ -128,7 +128,10 @@ impl GoPeer {
 
     /// Next stdout line, waiting at most `wait`.
     pub async fn next_line(&mut self, wait: Duration) -> Option<String> {
-        tokio::time::timeout(wait, self.lines.recv()).await.ok().flatten()
+        tokio::time::timeout(wait, self.lines.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Waits (at most `wait`) for a stdout line starting with `prefix`; earlier lines are
@@ -140,7 +143,10 @@ impl GoPeer {
                 Ok(Some(l)) if l.starts_with(prefix) => return l,
                 Ok(Some(_)) => continue,
                 Ok(None) => panic!("{}: exited before printing {prefix:?}", self.desc),
-                Err(_) => panic!("{}: no line starting with {prefix:?} within {wait:?}", self.desc),
+                Err(_) => panic!(
+                    "{}: no line starting with {prefix:?} within {wait:?}",
+                    self.desc
+                ),
             }
         }
     }

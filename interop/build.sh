@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Builds the Go reference peer (interop/go/src/smuxpeer) into interop/go/bin/smuxpeer
+# against the smux package Debian ships (golang-github-xtaci-smux-dev, v1.5.16), in
+# GOPATH mode (no network, no go.mod).
+#
+#   interop/build.sh            build if out of date (quick no-op otherwise)
+#   interop/build.sh --force    always rebuild
+#
+# Environment: GO (go binary, default `go`), SMUX_GOPATH_SRC (directory that contains
+# github.com/xtaci/smux, default /usr/share/gocode/src).
+# Safe to run concurrently (flock), prints the binary path on success.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+godir="$here/go"
+bin="$godir/bin/smuxpeer"
+src="$godir/src/smuxpeer"
+gopath="$godir/.gopath"
+gosrc="${SMUX_GOPATH_SRC:-/usr/share/gocode/src}"
+GO="${GO:-go}"
+
+die() { echo "interop/build.sh: ERROR: $*" >&2; exit 1; }
+
+command -v "$GO" >/dev/null 2>&1 || die "'$GO' not found in PATH. Install Go: apt-get install -y golang-go golang-github-xtaci-smux-dev"
+[ -f "$gosrc/github.com/xtaci/smux/session.go" ] || die "smux sources not found at $gosrc/github.com/xtaci/smux. Install: apt-get install -y golang-github-xtaci-smux-dev (or set SMUX_GOPATH_SRC)"
+[ -f "$src/main.go" ] || die "peer sources missing: $src"
+
+force=0
+[ "${1:-}" = "--force" ] && force=1
+
+mkdir -p "$godir/bin" "$gopath/src"
+exec 9>"$godir/.build.lock"
+if command -v flock >/dev/null 2>&1; then
+    flock 9
+fi
+
+uptodate() {
+    [ -x "$bin" ] || return 1
+    # any source (or this script) newer than the binary?
+    [ -z "$(find "$src" "$here/build.sh" -newer "$bin" -print -quit)" ]
+}
+
+if [ "$force" = 0 ] && uptodate; then
+    echo "$bin"
+    exit 0
+fi
+
+# temp GOPATH: .gopath/src/smuxpeer -> our sources, .gopath/src/github.com -> Debian's tree
+ln -sfn "$src" "$gopath/src/smuxpeer"
+ln -sfn "$gosrc/github.com" "$gopath/src/github.com"
+
+tmp="$bin.tmp.$$"
+export GO111MODULE=off GOPATH="$gopath" GOFLAGS= CGO_ENABLED=0
+export GOCACHE="${GOCACHE:-$gopath/cache}"
+if ! out="$(cd "$gopath/src/smuxpeer" && "$GO" build -o "$tmp" smuxpeer 2>&1)"; then
+    rm -f "$tmp"
+    echo "$out" >&2
+    die "go build failed (GOPATH=$gopath, $("$GO" version 2>&1))"
+fi
+mv -f "$tmp" "$bin"
+echo "$bin"
