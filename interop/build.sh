@@ -21,10 +21,6 @@ GO="${GO:-go}"
 
 die() { echo "interop/build.sh: ERROR: $*" >&2; exit 1; }
 
-command -v "$GO" >/dev/null 2>&1 || die "'$GO' not found in PATH. Install Go: apt-get install -y golang-go golang-github-xtaci-smux-dev"
-[ -f "$gosrc/github.com/xtaci/smux/session.go" ] || die "smux sources not found at $gosrc/github.com/xtaci/smux. Install: apt-get install -y golang-github-xtaci-smux-dev (or set SMUX_GOPATH_SRC)"
-[ -f "$src/main.go" ] || die "peer sources missing: $src"
-
 force=0
 [ "${1:-}" = "--force" ] && force=1
 
@@ -33,6 +29,21 @@ exec 9>"$godir/.build.lock"
 if command -v flock >/dev/null 2>&1; then
     flock 9
 fi
+
+# On a fresh Debian machine, install Go and Debian's smux (as root) so that the test suite
+# runs with no setup; otherwise say what is missing.
+have_toolchain() {
+    command -v "$GO" >/dev/null 2>&1 && [ -f "$gosrc/github.com/xtaci/smux/session.go" ]
+}
+if ! have_toolchain && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+    && [ -z "${RSMUX_NO_APT:-}" ]; then
+    echo "interop/build.sh: installing golang-go and golang-github-xtaci-smux-dev" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        golang-go golang-github-xtaci-smux-dev; } >&2 || die "apt-get install failed"
+fi
+command -v "$GO" >/dev/null 2>&1 || die "'$GO' not found in PATH. Install Go: apt-get install -y golang-go golang-github-xtaci-smux-dev"
+[ -f "$gosrc/github.com/xtaci/smux/session.go" ] || die "smux sources not found at $gosrc/github.com/xtaci/smux. Install: apt-get install -y golang-github-xtaci-smux-dev (or set SMUX_GOPATH_SRC)"
+[ -f "$src/main.go" ] || die "peer sources missing: $src"
 
 uptodate() {
     [ -x "$bin" ] || return 1

@@ -2,48 +2,19 @@
 //!
 //! The tests in this file serialize on one lock because the allocator counts the whole process.
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    sync::{
-        atomic::{AtomicIsize, Ordering},
-        Mutex,
-    },
-    time::Duration,
-};
+use std::{sync::Mutex, time::Duration};
 
+use counting::{live, peak, reset_peak};
 use rsmux::{frame::Cmd, frame::Header, Config, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static PEAK: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            let now =
-                LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed) + layout.size() as isize;
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-    }
-}
+#[path = "support/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn live() -> isize {
-    LIVE.load(Ordering::Relaxed)
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -69,7 +40,7 @@ fn unread_data_is_bounded_by_the_receive_budget() {
                 ..Config::default()
             };
             let before = live();
-            PEAK.store(before, Ordering::Relaxed);
+            reset_peak();
             let session = Session::server(ours, cfg).unwrap();
             // The peer opens 200 streams and sends until its writes stall.
             let mut wire = Vec::new();
@@ -109,7 +80,7 @@ fn unread_data_is_bounded_by_the_receive_budget() {
             );
             // Live memory now, without this test's own frame buffers.
             let held = live() - before - (frame.capacity() + payload.capacity()) as isize;
-            let peak = PEAK.load(Ordering::Relaxed) - before;
+            let peak = peak() - before;
             // Unread data costs at most three times the budget, plus the pipe's buffer, one
             // read chunk and the stream table.
             let overhead = 256 * 1024 + rsmux::proto::CHUNK + 200 * 1024;

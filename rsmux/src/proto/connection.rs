@@ -29,7 +29,8 @@ pub const ACCEPT_BACKLOG: usize = 1024;
 /// Bytes one stream may have accepted from the application and not yet framed.
 pub const STREAM_SEND_BUFFER: usize = 256 * 1024;
 
-/// Bytes all streams together may have accepted and not yet framed.
+/// Most bytes all streams together may have accepted and not yet framed. The cap in force is
+/// the smaller of this and `max_receive_buffer`, so `smuxbuf` bounds buffering both ways.
 pub const SESSION_SEND_BUFFER: usize = 4 * 1024 * 1024;
 
 /// Longest a graceful [`Connection::close`] waits for queued data to leave (Go's
@@ -332,7 +333,7 @@ impl Connection {
             }
         }
         if !self.session_blocked.is_empty()
-            && self.send_queued <= SESSION_SEND_BUFFER - SESSION_SEND_BUFFER / 4
+            && self.send_queued <= self.send_cap() - self.send_cap() / 4
         {
             for id in std::mem::take(&mut self.session_blocked) {
                 if let Some(s) = self.streams.get_mut(&id) {
@@ -621,7 +622,7 @@ impl Connection {
         if data.is_empty() {
             return Ok(Progress::Ready(0));
         }
-        let session_room = SESSION_SEND_BUFFER.saturating_sub(self.send_queued);
+        let session_room = self.send_cap().saturating_sub(self.send_queued);
         let s = self.streams.get_mut(&id).expect("checked");
         let room = STREAM_SEND_BUFFER
             .saturating_sub(s.send.len())
@@ -758,6 +759,11 @@ impl Connection {
 
     // ----------------------------------------------------------------------------------
     // Internals.
+
+    /// Session-wide cap on accepted, unframed bytes.
+    fn send_cap(&self) -> usize {
+        SESSION_SEND_BUFFER.min(self.config.max_receive_buffer)
+    }
 
     fn take_serial(&mut self) -> u64 {
         self.next_serial += 1;
