@@ -327,7 +327,7 @@ fn socket2_reset(tcp: std::net::TcpStream) {
         tcp
     })
     .unwrap();
-    tcp.set_linger(Some(Duration::ZERO)).unwrap();
+    tcp.set_zero_linger().unwrap();
     drop(tcp);
 }
 

@@ -596,3 +596,128 @@ async fn frames_parked_by_a_full_backlog_or_budget_resume_without_new_traffic() 
         .unwrap();
     assert!(got == pattern(300_000, 4));
 }
+
+#[tokio::test]
+async fn works_over_a_unix_socket() {
+    let (a, b) = tokio::net::UnixStream::pair().unwrap();
+    let client = Session::client(a, v(2)).unwrap();
+    spawn_echo(Session::server(b, v(2)).unwrap());
+    let mut s = client.open_stream().await.unwrap();
+    let data = pattern(1 << 20, 8);
+    let (mut r, mut w) = tokio::io::split(&mut s);
+    let expect = data.clone();
+    let write = async move { w.write_all(&data).await.unwrap() };
+    let read = async move {
+        let mut got = vec![0u8; expect.len()];
+        r.read_exact(&mut got).await.unwrap();
+        assert!(got == expect);
+    };
+    timeout(LIMIT, async { tokio::join!(write, read) })
+        .await
+        .unwrap();
+}
+
+/// Counts the write calls a session makes and the frames in them.
+struct CountingIo {
+    inner: DuplexStream,
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for CountingIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountingIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Accept everything offered, as a roomy socket would.
+        let mut n = 0;
+        for b in bufs {
+            match std::pin::Pin::new(&mut self.inner).poll_write(cx, b) {
+                std::task::Poll::Ready(Ok(k)) => {
+                    n += k;
+                    if k < b.len() {
+                        break;
+                    }
+                }
+                other if n == 0 => return other,
+                _ => break,
+            }
+        }
+        std::task::Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn many_frames_leave_per_write_call() {
+    let (a, b) = tokio::io::duplex(4 << 20);
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let io = CountingIo {
+        inner: a,
+        calls: calls.clone(),
+    };
+    let client = Session::client(io, Config::default()).unwrap();
+    let server = Session::server(b, Config::default()).unwrap();
+    // 200 streams each send a SYN, a small PSH and a FIN: 600 frames.
+    let mut streams = Vec::new();
+    for i in 0..200u32 {
+        let mut s = client.open_stream().await.unwrap();
+        s.write_all(format!("message {i}").as_bytes())
+            .await
+            .unwrap();
+        streams.push(s);
+    }
+    drop(streams);
+    let mut received = 0;
+    while received < 200 {
+        let mut s = timeout(LIMIT, server.accept_stream())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut got = String::new();
+        s.read_to_string(&mut got).await.unwrap();
+        assert!(got.starts_with("message "));
+        received += 1;
+    }
+    let calls = calls.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(calls * 10 <= 600, "{calls} write calls for 600 frames");
+}
