@@ -1,6 +1,8 @@
 //! A global allocator that counts live and peak heap bytes, for memory assertions. A test
 //! binary installs it with `#[global_allocator] static A: counting::Counting = counting::Counting;`.
 
+#![allow(dead_code)] // each test binary uses a different part
+
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     sync::atomic::{AtomicIsize, Ordering},
