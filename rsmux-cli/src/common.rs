@@ -1,0 +1,361 @@
+//! Pieces shared by every subcommand: the smux flags, value parsers, errors, signals and
+//! the "listening on" line.
+
+use std::{fmt, io::Write, net::SocketAddr, time::Duration};
+
+use clap::Args;
+use rsmux::Config;
+
+/// The smux session flags, named as kcptun names them. Every subcommand has them.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "smux options (named as in kcptun)")]
+pub struct SmuxOpts {
+    /// smux protocol version, 1 or 2 (both peers must agree; there is no negotiation)
+    #[arg(
+        long,
+        value_name = "1|2",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
+    pub smuxver: u8,
+    /// Session receive buffer: received bytes not yet read, all streams together
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, default_value = "4194304", value_parser = parse_size)]
+    pub smuxbuf: usize,
+    /// Per-stream window (protocol version 2 only); at most --smuxbuf
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, default_value = "65536", value_parser = parse_size)]
+    pub streambuf: usize,
+    /// Largest frame payload this side sends, 1..=65535
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, default_value = "32768", value_parser = parse_size)]
+    pub framesize: usize,
+    /// Keepalive interval in seconds; 0 disables keepalive (no NOPs, no timeout)
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, default_value = "10", value_parser = parse_secs)]
+    pub keepalive: Duration,
+    /// Close a session when nothing was received for this many seconds (>= --keepalive)
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, default_value = "30", value_parser = parse_secs)]
+    pub keepalive_timeout: Duration,
+}
+
+impl SmuxOpts {
+    /// The session configuration, checked by the library. The error is a one-line message
+    /// that starts with the offending flag's name.
+    pub fn config(&self) -> Result<Config, String> {
+        self.config_with_version(self.smuxver)
+    }
+
+    /// Like [`config`](Self::config), with another protocol version.
+    pub fn config_with_version(&self, version: u8) -> Result<Config, String> {
+        let disabled = self.keepalive.is_zero();
+        let defaults = Config::default();
+        let config = Config {
+            version,
+            keep_alive_disabled: disabled,
+            keep_alive_interval: if disabled {
+                defaults.keep_alive_interval
+            } else {
+                self.keepalive
+            },
+            keep_alive_timeout: self.keepalive_timeout,
+            max_frame_size: self.framesize,
+            max_receive_buffer: self.smuxbuf,
+            max_stream_buffer: self.streambuf,
+        };
+        match config.validate() {
+            Ok(()) => Ok(config),
+            Err(e) => {
+                let (flag, value) = match e.field {
+                    "version" => ("--smuxver", version.to_string()),
+                    "max_receive_buffer" => ("--smuxbuf", self.smuxbuf.to_string()),
+                    "max_stream_buffer" => ("--streambuf", self.streambuf.to_string()),
+                    "max_frame_size" => ("--framesize", self.framesize.to_string()),
+                    "keep_alive_interval" => ("--keepalive", secs(self.keepalive)),
+                    "keep_alive_timeout" => ("--keepalive-timeout", secs(self.keepalive_timeout)),
+                    other => (other, String::new()),
+                };
+                // The library's reason may name other fields; speak in flags instead.
+                let reason = e
+                    .reason
+                    .replace("keep_alive_interval", "--keepalive")
+                    .replace("max_receive_buffer", "--smuxbuf");
+                Err(format!("{flag} {value}: {reason}"))
+            }
+        }
+    }
+
+    /// The same settings as flags of the Go peer (`interop/go/src/smuxpeer`).
+    pub fn go_flags(&self, version: u8) -> Vec<String> {
+        let mut v = vec![
+            "-ver".to_string(),
+            version.to_string(),
+            "-smuxbuf".into(),
+            self.smuxbuf.to_string(),
+            "-streambuf".into(),
+            self.streambuf.to_string(),
+            "-framesize".into(),
+            self.framesize.to_string(),
+        ];
+        if self.keepalive.is_zero() {
+            v.push("-nokeepalive".into());
+        } else {
+            v.extend([
+                "-keepalive".into(),
+                secs(self.keepalive),
+                "-keepalive-timeout".into(),
+                secs(self.keepalive_timeout),
+            ]);
+        }
+        v
+    }
+
+    /// The same settings as flags of this program, with another version.
+    pub fn cli_flags(&self, version: u8) -> Vec<String> {
+        vec![
+            "--smuxver".into(),
+            version.to_string(),
+            "--smuxbuf".into(),
+            self.smuxbuf.to_string(),
+            "--streambuf".into(),
+            self.streambuf.to_string(),
+            "--framesize".into(),
+            self.framesize.to_string(),
+            "--keepalive".into(),
+            secs(self.keepalive),
+            "--keepalive-timeout".into(),
+            secs(self.keepalive_timeout),
+        ]
+    }
+}
+
+/// Seconds as the user would write them ("10", "0.5").
+pub fn secs(d: Duration) -> String {
+    format!("{}", d.as_secs_f64())
+}
+
+/// Parses a byte count: plain bytes (`65536`) or a number with a suffix. Binary: `K`, `KiB`,
+/// `M`, `MiB`, `G`, `GiB` (powers of 1024); decimal: `KB`, `MB`, `GB` (powers of 1000); `B`
+/// means bytes. Suffixes ignore case; whitespace between number and suffix is allowed.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits);
+    if num.is_empty() {
+        return Err("expected a byte count such as 65536, 64KiB or 4MiB".into());
+    }
+    let mult: u64 = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "kb" => 1_000,
+        "m" | "mib" => 1 << 20,
+        "mb" => 1_000_000,
+        "g" | "gib" => 1 << 30,
+        "gb" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+            "unknown size suffix '{}' (use B, K/KiB, M/MiB, G/GiB, or KB/MB/GB for powers of 1000)",
+            suffix.trim()
+        ))
+        }
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| "number too large".to_string())
+}
+
+/// Parses seconds: a non-negative decimal number (`10`, `0.5`).
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| "expected a number of seconds such as 10 or 0.5".to_string())?;
+    if !v.is_finite() || v < 0.0 {
+        return Err("must be a non-negative number of seconds".into());
+    }
+    Duration::try_from_secs_f64(v).map_err(|_| "too large".to_string())
+}
+
+/// Checks that an address looks like `HOST:PORT` (`[v6]:PORT` for IPv6 literals). The host is
+/// resolved later.
+pub fn parse_host_port(s: &str) -> Result<String, String> {
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(s.to_string());
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err("expected HOST:PORT, for example 127.0.0.1:8388".into());
+    };
+    if host.is_empty() || host.contains(':') || host.contains(char::is_whitespace) {
+        return Err("expected HOST:PORT, for example 127.0.0.1:8388 ([::1]:8388 for IPv6)".into());
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("bad port '{port}': expected a number 0..=65535"))?;
+    Ok(s.to_string())
+}
+
+/// A failure of a subcommand at run time (exit status 1), already phrased for the user.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Result of a subcommand.
+pub type Result<T, E = Failure> = std::result::Result<T, E>;
+
+/// Adds what was being done to an error.
+pub trait Context<T> {
+    /// Prefixes the error with `what`.
+    fn context(self, what: impl fmt::Display) -> Result<T>;
+}
+
+impl<T, E: fmt::Display> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl fmt::Display) -> Result<T> {
+        self.map_err(|e| Failure(format!("{what}: {e}")))
+    }
+}
+
+/// Prints the readiness line tests and scripts wait for, and flushes it.
+pub fn print_listening(addr: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    // Nothing sensible to do if stdout is gone.
+    let _ = writeln!(out, "listening on {addr}");
+    let _ = out.flush();
+}
+
+/// Completes on SIGINT or SIGTERM and names the signal.
+pub async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+/// Binds a TCP listener, with the address in the error.
+pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .context(format_args!("cannot listen on {addr}"))
+}
+
+/// Human-readable reason a session ended.
+pub fn close_reason(session: &rsmux::Session) -> String {
+    match session.close_reason() {
+        Some(e) => e.to_string(),
+        None => "open".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("64k"), Ok(65536));
+        assert_eq!(parse_size("64 KB"), Ok(64000));
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        assert_eq!(parse_size("4mb"), Ok(4_000_000));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("10B"), Ok(10));
+        assert!(parse_size("abc").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("1.5M").is_err());
+        assert!(parse_size("4XB").is_err());
+        assert!(parse_size("99999999999999999999").is_err());
+        assert!(parse_size("99999999999GiB").is_err());
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_secs("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_secs("0"), Ok(Duration::ZERO));
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("x").is_err());
+        assert!(parse_secs("inf").is_err());
+    }
+
+    #[test]
+    fn host_port() {
+        assert!(parse_host_port("127.0.0.1:0").is_ok());
+        assert!(parse_host_port("localhost:8080").is_ok());
+        assert!(parse_host_port("[::1]:80").is_ok());
+        assert!(parse_host_port("foo").is_err());
+        assert!(parse_host_port("foo:bar").is_err());
+        assert!(parse_host_port(":80").is_err());
+        assert!(parse_host_port("::1:80").is_err());
+    }
+
+    fn opts() -> SmuxOpts {
+        SmuxOpts {
+            smuxver: 1,
+            smuxbuf: 4194304,
+            streambuf: 65536,
+            framesize: 32768,
+            keepalive: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn config_errors_name_the_flag() {
+        assert!(opts().config().is_ok());
+        let e = SmuxOpts {
+            smuxver: 3,
+            ..opts()
+        }
+        .config()
+        .unwrap_err();
+        assert!(e.starts_with("--smuxver 3: "), "{e}");
+        let e = SmuxOpts {
+            keepalive_timeout: Duration::from_secs(1),
+            ..opts()
+        }
+        .config()
+        .unwrap_err();
+        assert!(e.starts_with("--keepalive-timeout 1: "), "{e}");
+        assert!(e.contains("--keepalive"), "{e}");
+        let e = SmuxOpts {
+            streambuf: 8 << 20,
+            ..opts()
+        }
+        .config()
+        .unwrap_err();
+        assert!(e.starts_with("--streambuf 8388608: "), "{e}");
+        assert!(e.contains("--smuxbuf"), "{e}");
+        let c = SmuxOpts {
+            keepalive: Duration::ZERO,
+            keepalive_timeout: Duration::ZERO,
+            ..opts()
+        }
+        .config()
+        .unwrap();
+        assert!(c.keep_alive_disabled);
+    }
+}

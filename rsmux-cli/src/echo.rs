@@ -1,0 +1,154 @@
+//! `rsmux echo`: an smux server that echoes every accepted stream.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use clap::Args;
+use rsmux::{Config, Session, Stream};
+use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tracing::{debug, info, warn};
+
+use crate::common::{self, Context, Result, SmuxOpts};
+
+pub const EXAMPLES: &str = "\
+Examples:
+  rsmux echo --listen 127.0.0.1:7000
+  rsmux echo --listen 127.0.0.1:0 --smuxver 2        prints the port it got
+  rsmux echo --listen [::1]:7000 --keepalive 0       no keepalive
+
+When ready it prints 'listening on ADDR' (the bound address) on stdout.
+Each stream is echoed until the peer half-closes (FIN); then the server sends FIN too.
+SIGINT or SIGTERM stops it: it stops accepting and closes every session.";
+
+/// Arguments of `rsmux echo`.
+#[derive(Args, Debug)]
+pub struct EchoArgs {
+    /// Address to listen on (port 0 picks a free port)
+    #[arg(long, value_name = "ADDR", value_parser = common::parse_host_port)]
+    pub listen: String,
+
+    #[command(flatten)]
+    pub smux: SmuxOpts,
+}
+
+/// Largest chunk taken from a stream at once; a whole received frame fits.
+const CHUNK_MAX: usize = 1 << 20;
+
+/// How long closing sessions may take when stopping.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+type Registry = Arc<Mutex<HashMap<u64, Session>>>;
+
+pub async fn run(args: EchoArgs) -> Result<()> {
+    let config = args.smux.config().map_err(common::Failure)?;
+    let listener = common::bind(&args.listen).await?;
+    let local = listener.local_addr().context("listener address")?;
+    common::print_listening(local);
+    info!(
+        "echo server on {local} (smux v{}, frames up to {} bytes)",
+        config.version, config.max_frame_size
+    );
+
+    let sessions: Registry = Arc::default();
+    let next_id = AtomicU64::new(0);
+    let stop = common::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            sig = &mut stop => {
+                info!("{sig} received: stopping");
+                break;
+            }
+            res = listener.accept() => match res {
+                Ok((tcp, peer)) => {
+                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    start_session(tcp, peer, id, &config, &sessions);
+                }
+                Err(e) => {
+                    // Typically out of file descriptors: wait instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+
+    let open: Vec<Session> = lock(&sessions).values().cloned().collect();
+    info!("closing {} session(s)", open.len());
+    let mut closing = tokio::task::JoinSet::new();
+    for s in open {
+        closing.spawn(async move {
+            let _ = s.close().await;
+        });
+    }
+    if tokio::time::timeout(STOP_TIMEOUT, async {
+        while closing.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        warn!("some sessions did not close within {STOP_TIMEOUT:?}");
+    }
+    Ok(())
+}
+
+fn lock(r: &Registry) -> std::sync::MutexGuard<'_, HashMap<u64, Session>> {
+    r.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn start_session(tcp: TcpStream, peer: SocketAddr, id: u64, config: &Config, sessions: &Registry) {
+    let _ = tcp.set_nodelay(true);
+    let session = match Session::server(tcp, config.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("session from {peer}: {e}");
+            return;
+        }
+    };
+    debug!("session from {peer} started");
+    lock(sessions).insert(id, session.clone());
+    let sessions = sessions.clone();
+    tokio::spawn(async move {
+        loop {
+            match session.accept_stream().await {
+                Ok(stream) => {
+                    tokio::spawn(echo_stream(stream));
+                }
+                Err(e) => {
+                    debug!("session from {peer} ended: {e}");
+                    break;
+                }
+            }
+        }
+        lock(&sessions).remove(&id);
+    });
+}
+
+/// Echoes received chunks as they arrive (no buffer of its own) until the peer's FIN, then
+/// closes the stream: dropping it sends FIN after everything written.
+async fn echo_stream(mut stream: Stream) {
+    loop {
+        match stream.read_chunk(CHUNK_MAX).await {
+            Ok(Some(chunk)) => {
+                if let Err(e) = stream.write_all(&chunk).await {
+                    debug!("stream {}: write failed: {e}", stream.id());
+                    return;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                debug!("stream {}: read failed: {e}", stream.id());
+                return;
+            }
+        }
+    }
+    drop(stream);
+}

@@ -1,0 +1,164 @@
+//! `rsmux tunnel client` → `rsmux tunnel server` → a TCP target, with real TCP connections.
+
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use common::{
+    echo_through, pattern, request_eof_target, request_response, runtime, tcp_echo_target, within,
+    Proc, Shutdown,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// Response size of the request-then-EOF target.
+const RESPONSE: usize = 2 << 20;
+
+fn tunnel(target: SocketAddr, extra_server: &[&str], extra_client: &[&str]) -> (Proc, Proc) {
+    let t = target.to_string();
+    let mut args = vec![
+        "tunnel",
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--target",
+        &t,
+    ];
+    args.extend(extra_server);
+    let server = Proc::rsmux(&args);
+    let s = server.addr.to_string();
+    let mut args = vec![
+        "tunnel",
+        "client",
+        "--listen",
+        "127.0.0.1:0",
+        "--server",
+        &s,
+    ];
+    args.extend(extra_client);
+    let client = Proc::rsmux(&args);
+    (server, client)
+}
+
+#[test]
+fn sixteen_mib_byte_exact_v1_and_v2() {
+    let rt = runtime();
+    for version in ["1", "2"] {
+        let target = rt.block_on(tcp_echo_target());
+        let flags = ["--smuxver", version];
+        let (_server, client) = tunnel(target, &flags, &flags);
+        let addr = client.addr;
+        rt.block_on(within(Duration::from_secs(60), "16 MiB", async move {
+            echo_through(addr, pattern(16, 16 << 20), Shutdown::AfterWriting).await;
+        }));
+    }
+}
+
+#[test]
+fn half_close_crosses_the_tunnel() {
+    let rt = runtime();
+    for version in ["1", "2"] {
+        let target = rt.block_on(request_eof_target(RESPONSE));
+        let flags = ["--smuxver", version];
+        let (server, client) = tunnel(target, &flags, &["--smuxver", version, "--conns", "3"]);
+        let addr = client.addr;
+        // The client keeps three sessions to the server.
+        assert!(
+            client.wait_stderr("session 2: connected", Duration::from_secs(5)),
+            "{}",
+            client.stderr()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while server.stderr().matches("session from").count() < 3
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(server.stderr().matches("session from").count(), 3);
+        rt.block_on(within(Duration::from_secs(60), "half-close", async move {
+            // Several at once, spread over the three sessions; one with an empty request.
+            let mut tasks = Vec::new();
+            for i in 0..6usize {
+                tasks.push(tokio::spawn(request_response(addr, i * 70_001, RESPONSE)));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }));
+    }
+}
+
+#[test]
+fn unreachable_target_closes_the_stream_promptly() {
+    let rt = runtime();
+    // A port with nothing listening.
+    let dead = rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    });
+    let (server, client) = tunnel(dead, &[], &[]);
+    let addr = client.addr;
+    rt.block_on(within(
+        Duration::from_secs(5),
+        "closed stream",
+        async move {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            let _ = tcp.write_all(b"hello?").await;
+            let mut buf = [0u8; 16];
+            // EOF (or a reset): the connection must not hang.
+            assert!(!matches!(tcp.read(&mut buf).await, Ok(n) if n > 0));
+        },
+    ));
+    assert!(
+        server.wait_stderr("cannot reach target", Duration::from_secs(5)),
+        "no log line: {}",
+        server.stderr()
+    );
+    // Only the stream was closed: the session itself survives.
+    assert!(!client.stderr().contains("ended"), "{}", client.stderr());
+}
+
+#[test]
+fn client_reconnects_after_the_server_dies() {
+    let rt = runtime();
+    let target = rt.block_on(tcp_echo_target());
+    let t = target.to_string();
+    let server = Proc::rsmux(&[
+        "tunnel",
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--target",
+        &t,
+    ]);
+    let server_addr = server.addr.to_string();
+    let client = Proc::rsmux(&[
+        "tunnel",
+        "client",
+        "--listen",
+        "127.0.0.1:0",
+        "--server",
+        &server_addr,
+    ]);
+    let addr = client.addr;
+    rt.block_on(within(
+        Duration::from_secs(10),
+        "before",
+        echo_through(addr, pattern(1, 100_000), Shutdown::AfterWriting),
+    ));
+    drop(server);
+    assert!(
+        client.wait_stderr("reconnecting", Duration::from_secs(10)),
+        "{}",
+        client.stderr()
+    );
+    // Same address again.
+    let _server = Proc::rsmux(&["tunnel", "server", "--listen", &server_addr, "--target", &t]);
+    rt.block_on(within(
+        Duration::from_secs(20),
+        "after",
+        echo_through(addr, pattern(2, 100_000), Shutdown::AfterWriting),
+    ));
+}
