@@ -33,6 +33,9 @@ pub const STREAM_SEND_BUFFER: usize = 256 * 1024;
 /// the smaller of this and `max_receive_buffer`, so `smuxbuf` bounds buffering both ways.
 pub const SESSION_SEND_BUFFER: usize = 4 * 1024 * 1024;
 
+/// Room, in bytes, that one writer waiting for session-wide send room is woken for.
+const WAKE_SHARE: usize = 64 * 1024;
+
 /// Longest a graceful [`Connection::close`] waits for queued data to leave (Go's
 /// `openCloseTimeout`).
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -128,7 +131,7 @@ pub struct Connection {
     /// Bytes in all streams' send buffers.
     send_queued: usize,
     /// Streams whose writer waits for session-wide send room.
-    session_blocked: Vec<u32>,
+    session_blocked: VecDeque<u32>,
     /// Streams with at least one live application handle.
     live_handles: usize,
     /// Serial number for the next stream created.
@@ -154,7 +157,7 @@ impl Connection {
             state: State::Open,
             error: None,
             send_queued: 0,
-            session_blocked: Vec::new(),
+            session_blocked: VecDeque::new(),
             live_handles: 0,
             next_serial: 0,
             wake_driver: false,
@@ -332,14 +335,32 @@ impl Connection {
                 self.remove_if_done(id);
             }
         }
-        if !self.session_blocked.is_empty()
-            && self.send_queued <= self.send_cap() - self.send_cap() / 4
-        {
-            for id in std::mem::take(&mut self.session_blocked) {
-                if let Some(s) = self.streams.get_mut(&id) {
-                    s.write_waiting = false;
-                    self.events.push_back(Event::Writable(id));
-                }
+        self.wake_session_blocked();
+    }
+
+    /// Wakes writers waiting for session-wide send room, oldest first, about as many as the
+    /// free room can take (a wake-up for every waiting writer at once would have most of them
+    /// find the room gone again). Everyone is woken once nothing at all is queued, so a woken
+    /// writer that gives up cannot strand the others.
+    fn wake_session_blocked(&mut self) {
+        let cap = self.send_cap();
+        let room = cap.saturating_sub(self.send_queued);
+        if self.session_blocked.is_empty() || (room < cap / 4 && self.send_queued > 0) {
+            return;
+        }
+        let mut n = if self.send_queued == 0 {
+            usize::MAX
+        } else {
+            (room / WAKE_SHARE).max(1)
+        };
+        while n > 0 {
+            let Some(id) = self.session_blocked.pop_front() else {
+                break;
+            };
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.write_waiting = false;
+                self.events.push_back(Event::Writable(id));
+                n -= 1;
             }
         }
     }
@@ -630,7 +651,7 @@ impl Connection {
         if room == 0 {
             s.write_waiting = true;
             if session_room == 0 && !self.session_blocked.contains(&id) {
-                self.session_blocked.push(id);
+                self.session_blocked.push_back(id);
             }
             return Ok(Progress::Blocked);
         }
@@ -638,6 +659,17 @@ impl Connection {
         s.send.extend_from_slice(&data[..n]);
         self.send_queued += n;
         self.schedule(id);
+        // Pass leftover room on to the next waiting writer.
+        if !self.session_blocked.is_empty()
+            && self.send_cap().saturating_sub(self.send_queued) >= self.send_cap() / 4
+        {
+            if let Some(next) = self.session_blocked.pop_front() {
+                if let Some(s) = self.streams.get_mut(&next) {
+                    s.write_waiting = false;
+                    self.events.push_back(Event::Writable(next));
+                }
+            }
+        }
         Ok(Progress::Ready(n))
     }
 

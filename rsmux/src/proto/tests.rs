@@ -360,7 +360,16 @@ fn budget_pauses_reading_and_resumes_as_the_application_reads() {
     };
     let mut p = Pair::new(cfg);
     let id = p.client.open().unwrap();
-    p.client.write(id, &[1u8; 200_000], p.now).unwrap();
+    // The send side buffers at most one budget's worth too: write in two goes.
+    assert_eq!(
+        p.client.write(id, &[1u8; 200_000], p.now).unwrap(),
+        Progress::Ready(100_000)
+    );
+    p.drive();
+    assert_eq!(
+        p.client.write(id, &[1u8; 100_000], p.now).unwrap(),
+        Progress::Ready(100_000)
+    );
     p.drive();
     let sid = p.accept();
     assert!(!p.server.wants_read(), "budget exhausted: reading paused");
@@ -763,4 +772,47 @@ fn print_sizes() {
         std::mem::size_of::<Option<ProtocolError>>(),
         std::mem::size_of::<Option<Instant>>()
     );
+}
+
+#[test]
+fn writers_waiting_for_session_room_are_woken_oldest_first_and_not_all_at_once() {
+    let cfg = Config {
+        max_receive_buffer: 512 * 1024, // the session send cap follows it
+        ..Config::default()
+    };
+    let mut c = Connection::new(cfg, Role::Client, Instant::now()).unwrap();
+    let now = Instant::now();
+    let ids: Vec<u32> = (0..10).map(|_| c.open().unwrap()).collect();
+    c.write(ids[0], &[0u8; 256 * 1024], now).unwrap();
+    c.write(ids[1], &[0u8; 256 * 1024], now).unwrap();
+    for &id in &ids[2..] {
+        assert_eq!(c.write(id, b"x", now).unwrap(), Progress::Blocked);
+    }
+    while c.poll_event().is_some() {}
+    // Frame 160 KiB: 5 frames of 32 KiB leave, 160 KiB of room frees up.
+    let mut tx = TxBuf::new();
+    c.poll_transmit(&mut tx, 160 * 1024);
+    let woken: Vec<u32> = std::iter::from_fn(|| c.poll_event())
+        .filter_map(|e| match e {
+            Event::Writable(id) => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        woken,
+        ids[2..4].to_vec(),
+        "the two oldest, for 2 x 64 KiB of room"
+    );
+    // A woken writer that finds room left passes the turn on.
+    c.write(ids[2], b"x", now).unwrap();
+    assert_eq!(c.poll_event(), Some(Event::Writable(ids[4])));
+    // Once nothing at all is queued, everyone still waiting is woken.
+    c.poll_transmit(&mut tx, usize::MAX);
+    let rest: Vec<u32> = std::iter::from_fn(|| c.poll_event())
+        .filter_map(|e| match e {
+            Event::Writable(id) => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rest, ids[5..].to_vec());
 }
