@@ -12,7 +12,11 @@ use std::{
 
 use clap::Args;
 use rsmux::{Config, Session, Stream};
-use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tokio::{
+    io::AsyncWriteExt,
+    net::TcpStream,
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
 use tracing::{debug, info, warn};
 
 use crate::common::{self, Context, Result, SmuxOpts};
@@ -22,6 +26,7 @@ Examples:
   rsmux echo --listen 127.0.0.1:7000
   rsmux echo --listen 127.0.0.1:0 --smuxver 2        prints the port it got
   rsmux echo --listen [::1]:7000 --keepalive 0       no keepalive
+  rsmux echo --listen 127.0.0.1:7000 --max-streams 100   at most 100 streams per session
 
 When ready it prints 'listening on ADDR' (the bound address) on stdout.
 Each stream is echoed until the peer half-closes (FIN); then the server sends FIN too.
@@ -33,6 +38,11 @@ pub struct EchoArgs {
     /// Address to listen on (port 0 picks a free port)
     #[arg(long, value_name = "ADDR", value_parser = common::parse_host_port)]
     pub listen: String,
+
+    /// Most streams echoed at once per session; further streams are closed at once (FIN),
+    /// so a peer opening streams without end cannot grow the server's memory
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams: u32,
 
     #[command(flatten)]
     pub smux: SmuxOpts,
@@ -69,7 +79,7 @@ pub async fn run(args: EchoArgs) -> Result<()> {
             res = listener.accept() => match res {
                 Ok((tcp, peer)) => {
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
-                    start_session(tcp, peer, id, &config, &sessions);
+                    start_session(tcp, peer, id, &config, &sessions, args.max_streams);
                 }
                 Err(e) => {
                     // Typically out of file descriptors: wait instead of spinning.
@@ -104,7 +114,14 @@ fn lock(r: &Registry) -> std::sync::MutexGuard<'_, HashMap<u64, Session>> {
     r.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn start_session(tcp: TcpStream, peer: SocketAddr, id: u64, config: &Config, sessions: &Registry) {
+fn start_session(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    config: &Config,
+    sessions: &Registry,
+    max_streams: u32,
+) {
     let _ = tcp.set_nodelay(true);
     let session = match Session::server(tcp, config.clone()) {
         Ok(s) => s,
@@ -116,12 +133,23 @@ fn start_session(tcp: TcpStream, peer: SocketAddr, id: u64, config: &Config, ses
     debug!("session from {peer} started");
     lock(sessions).insert(id, session.clone());
     let sessions = sessions.clone();
+    let slots = Arc::new(Semaphore::new(max_streams as usize));
     tokio::spawn(async move {
+        let mut refused = 0u64;
         loop {
             match session.accept_stream().await {
-                Ok(stream) => {
-                    tokio::spawn(echo_stream(stream));
-                }
+                Ok(stream) => match slots.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        tokio::spawn(echo_stream(stream, slot));
+                    }
+                    Err(_) => {
+                        // Dropping the stream closes it: the peer sees EOF at once.
+                        refused += 1;
+                        if refused == 1 {
+                            warn!("session from {peer}: more than {max_streams} streams at once, closing the extra ones");
+                        }
+                    }
+                },
                 Err(e) => {
                     debug!("session from {peer} ended: {e}");
                     break;
@@ -134,7 +162,7 @@ fn start_session(tcp: TcpStream, peer: SocketAddr, id: u64, config: &Config, ses
 
 /// Echoes received chunks as they arrive (no buffer of its own) until the peer's FIN, then
 /// closes the stream: dropping it sends FIN after everything written.
-async fn echo_stream(mut stream: Stream) {
+async fn echo_stream(mut stream: Stream, _slot: OwnedSemaphorePermit) {
     loop {
         match stream.read_chunk(CHUNK_MAX).await {
             Ok(Some(chunk)) => {

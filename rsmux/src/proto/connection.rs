@@ -33,9 +33,6 @@ pub const STREAM_SEND_BUFFER: usize = 256 * 1024;
 /// the smaller of this and `max_receive_buffer`, so `smuxbuf` bounds buffering both ways.
 pub const SESSION_SEND_BUFFER: usize = 4 * 1024 * 1024;
 
-/// Room, in bytes, that one writer waiting for session-wide send room is woken for.
-const WAKE_SHARE: usize = 64 * 1024;
-
 /// Longest a graceful [`Connection::close`] waits for queued data to leave (Go's
 /// `openCloseTimeout`).
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -136,6 +133,8 @@ pub struct Connection {
     live_handles: usize,
     /// Serial number for the next stream created.
     next_serial: u64,
+    /// The header at the front of the receive buffer was already counted by keepalive.
+    partial_frame_seen: bool,
     wake_driver: bool,
 }
 
@@ -160,6 +159,7 @@ impl Connection {
             session_blocked: VecDeque::new(),
             live_handles: 0,
             next_serial: 0,
+            partial_frame_seen: false,
             wake_driver: false,
         })
     }
@@ -338,29 +338,19 @@ impl Connection {
         self.wake_session_blocked();
     }
 
-    /// Wakes writers waiting for session-wide send room, oldest first, about as many as the
-    /// free room can take (a wake-up for every waiting writer at once would have most of them
-    /// find the room gone again). Everyone is woken once nothing at all is queued, so a woken
-    /// writer that gives up cannot strand the others.
+    /// Wakes every writer waiting for session-wide send room, oldest first, once a quarter of
+    /// the cap is free. (Waking only as many as the room could take lets streams that already
+    /// have data in flight, woken by their own progress, take all the room and starve the
+    /// waiting ones; the hostile-echo test caught that.)
     fn wake_session_blocked(&mut self) {
         let cap = self.send_cap();
-        let room = cap.saturating_sub(self.send_queued);
-        if self.session_blocked.is_empty() || (room < cap / 4 && self.send_queued > 0) {
+        if self.session_blocked.is_empty() || cap.saturating_sub(self.send_queued) < cap / 4 {
             return;
         }
-        let mut n = if self.send_queued == 0 {
-            usize::MAX
-        } else {
-            (room / WAKE_SHARE).max(1)
-        };
-        while n > 0 {
-            let Some(id) = self.session_blocked.pop_front() else {
-                break;
-            };
+        while let Some(id) = self.session_blocked.pop_front() {
             if let Some(s) = self.streams.get_mut(&id) {
                 s.write_waiting = false;
                 self.events.push_back(Event::Writable(id));
-                n -= 1;
             }
         }
     }
@@ -384,11 +374,16 @@ impl Connection {
                     return;
                 }
             };
-            self.keepalive.on_frame();
+            // A header counts as activity once, however often an incomplete frame is looked
+            // at again (a peer must not keep a session alive with half a frame).
+            if !std::mem::replace(&mut self.partial_frame_seen, true) {
+                self.keepalive.on_frame();
+            }
             let len = h.len as usize;
             if rb.len() < HEADER_LEN + len {
                 return;
             }
+            self.partial_frame_seen = false;
             rb.skip(HEADER_LEN);
             match h.cmd {
                 Cmd::Nop => {}
@@ -659,17 +654,6 @@ impl Connection {
         s.send.extend_from_slice(&data[..n]);
         self.send_queued += n;
         self.schedule(id);
-        // Pass leftover room on to the next waiting writer.
-        if !self.session_blocked.is_empty()
-            && self.send_cap().saturating_sub(self.send_queued) >= self.send_cap() / 4
-        {
-            if let Some(next) = self.session_blocked.pop_front() {
-                if let Some(s) = self.streams.get_mut(&next) {
-                    s.write_waiting = false;
-                    self.events.push_back(Event::Writable(next));
-                }
-            }
-        }
         Ok(Progress::Ready(n))
     }
 

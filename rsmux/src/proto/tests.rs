@@ -775,7 +775,7 @@ fn print_sizes() {
 }
 
 #[test]
-fn writers_waiting_for_session_room_are_woken_oldest_first_and_not_all_at_once() {
+fn writers_waiting_for_session_room_are_woken_in_order_once_room_frees() {
     let cfg = Config {
         max_receive_buffer: 512 * 1024, // the session send cap follows it
         ..Config::default()
@@ -785,34 +785,54 @@ fn writers_waiting_for_session_room_are_woken_oldest_first_and_not_all_at_once()
     let ids: Vec<u32> = (0..10).map(|_| c.open().unwrap()).collect();
     c.write(ids[0], &[0u8; 256 * 1024], now).unwrap();
     c.write(ids[1], &[0u8; 256 * 1024], now).unwrap();
-    for &id in &ids[2..] {
+    for &id in ids[2..].iter().rev() {
         assert_eq!(c.write(id, b"x", now).unwrap(), Progress::Blocked);
     }
     while c.poll_event().is_some() {}
-    // Frame 160 KiB: 5 frames of 32 KiB leave, 160 KiB of room frees up.
+    let writable = |c: &mut Connection| -> Vec<u32> {
+        std::iter::from_fn(|| c.poll_event())
+            .filter_map(|e| match e {
+                Event::Writable(id) => Some(id),
+                _ => None,
+            })
+            .collect()
+    };
+    // 64 KiB of room is not worth a wake-up yet.
     let mut tx = TxBuf::new();
+    c.poll_transmit(&mut tx, 64 * 1024);
+    let woken = writable(&mut c);
+    assert!(!woken.iter().any(|id| ids[2..].contains(id)), "{woken:?}");
+    // A quarter of the cap free: every waiting writer, in the order they blocked.
     c.poll_transmit(&mut tx, 160 * 1024);
-    let woken: Vec<u32> = std::iter::from_fn(|| c.poll_event())
-        .filter_map(|e| match e {
-            Event::Writable(id) => Some(id),
-            _ => None,
-        })
+    let woken: Vec<u32> = writable(&mut c)
+        .into_iter()
+        .filter(|id| ids[2..].contains(id))
         .collect();
-    assert_eq!(
-        woken,
-        ids[2..4].to_vec(),
-        "the two oldest, for 2 x 64 KiB of room"
-    );
-    // A woken writer that finds room left passes the turn on.
-    c.write(ids[2], b"x", now).unwrap();
-    assert_eq!(c.poll_event(), Some(Event::Writable(ids[4])));
-    // Once nothing at all is queued, everyone still waiting is woken.
-    c.poll_transmit(&mut tx, usize::MAX);
-    let rest: Vec<u32> = std::iter::from_fn(|| c.poll_event())
-        .filter_map(|e| match e {
-            Event::Writable(id) => Some(id),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(rest, ids[5..].to_vec());
+    let mut expected = ids[2..].to_vec();
+    expected.reverse();
+    assert_eq!(woken, expected);
+}
+
+#[test]
+fn half_a_frame_does_not_keep_the_session_alive() {
+    let cfg = Config {
+        keep_alive_interval: Duration::from_secs(1),
+        keep_alive_timeout: Duration::from_secs(2),
+        ..Config::default()
+    };
+    let t0 = Instant::now();
+    let mut s = Connection::new(cfg, Role::Server, t0).unwrap();
+    let mut rb = RecvBuffer::new();
+    let mut f = frame(1, Cmd::Psh, 3, &[0u8; 1000]);
+    f.truncate(100);
+    rb.extend_from_slice(&f);
+    // The driver looks at the buffered half frame on every pass.
+    for tenth in 1..=60 {
+        s.handle_input(&mut rb);
+        s.handle_timeout(t0 + Duration::from_millis(100 * tenth));
+        if s.is_closed() {
+            break;
+        }
+    }
+    assert!(matches!(s.close_reason(), Some(Error::KeepaliveTimeout(_))));
 }
