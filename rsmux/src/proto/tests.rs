@@ -763,15 +763,10 @@ impl BlockedOrErr for Result<Progress, Error> {
 }
 
 #[test]
-fn print_sizes() {
-    eprintln!(
-        "StreamState {} RecvQueue {} SendWindow {} Option<ProtocolError> {} Option<Instant> {}",
-        std::mem::size_of::<super::stream::StreamState>(),
-        std::mem::size_of::<super::recv_queue::RecvQueue>(),
-        std::mem::size_of::<super::window::SendWindow>(),
-        std::mem::size_of::<Option<ProtocolError>>(),
-        std::mem::size_of::<Option<Instant>>()
-    );
+fn an_idle_stream_costs_one_small_table_entry() {
+    // Memory per stream is the headline: no queue, buffer or deadline is held inline.
+    assert!(std::mem::size_of::<super::stream::StreamState>() <= 88);
+    assert_eq!(std::mem::size_of::<super::recv_queue::RecvQueue>(), 8);
 }
 
 #[test]

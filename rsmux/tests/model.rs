@@ -1,0 +1,842 @@
+//! Model-based property tests of the sans-IO core: a client and a server `Connection` joined by
+//! an in-memory wire, driven by random operation sequences (opens, accepts, writes, reads of
+//! random sizes, half-closes, handle releases in random orders, partial transmits, deliveries
+//! in random-sized pieces) under random configurations (version 1 and 2, frame sizes from 1 to
+//! 65535 bytes, small receive budgets and stream windows, both peers configured differently).
+//!
+//! An oracle tracks what each side wrote on each stream and checks that every byte arrives
+//! exactly once, in order, on the right stream; that EOF comes after all data of a finished
+//! stream; that a released read half returns its unread bytes to the budget; that the budget
+//! and the send buffers are accounted exactly; that every transmitted frame is well formed and,
+//! in version 2, never exceeds the window the peer granted in the UPD frames the sender has
+//! actually processed. At the end everything is drained: no bytes left buffered and, once every
+//! handle is released and the FINs are delivered, empty stream tables.
+//!
+//! Keepalive is disabled and time never moves: these tests are about data, not timers.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::Instant,
+};
+
+use proptest::prelude::*;
+use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
+use rsmux::{
+    frame::{decode_upd, Cmd, Header, HEADER_LEN},
+    proto::{
+        ChunkOutcome, Connection, Progress, ReadOutcome, RecvBuffer, Role, TxBuf, BOTH_HANDLES,
+        INITIAL_PEER_WINDOW, READ_HANDLE, WRITE_HANDLE,
+    },
+    Config, Error,
+};
+
+const CLIENT: usize = 0;
+const SERVER: usize = 1;
+
+/// Byte `off` of what side `writer` writes on stream `id`: a hash, so a byte delivered on the
+/// wrong stream, twice or out of order is caught.
+fn byte(writer: usize, id: u32, off: u64) -> u8 {
+    let mut x = off ^ (u64::from(id) << 32) ^ ((writer as u64) << 63);
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (x ^ (x >> 31)) as u8
+}
+
+#[derive(Debug, Clone)]
+struct SideConfig {
+    max_frame_size: usize,
+    max_receive_buffer: usize,
+    /// `max_stream_buffer` is `1 + stream_buffer_seed % max_receive_buffer`.
+    stream_buffer_seed: usize,
+}
+
+impl SideConfig {
+    fn config(&self, version: u8) -> Config {
+        Config {
+            version,
+            keep_alive_disabled: true,
+            max_frame_size: self.max_frame_size,
+            max_receive_buffer: self.max_receive_buffer,
+            max_stream_buffer: 1 + self.stream_buffer_seed % self.max_receive_buffer,
+            ..Config::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    Open(usize),
+    Accept(usize),
+    /// `len` is capped at 300 frames of the writer's `max_frame_size`.
+    Write {
+        side: usize,
+        stream: usize,
+        len: usize,
+    },
+    Read {
+        side: usize,
+        stream: usize,
+        len: usize,
+    },
+    ReadChunk {
+        side: usize,
+        stream: usize,
+        max: usize,
+    },
+    Shutdown {
+        side: usize,
+        stream: usize,
+    },
+    Release {
+        side: usize,
+        stream: usize,
+        which: u8,
+    },
+    /// `poll_transmit(max)`, the bytes go onto the wire towards the peer.
+    Transmit {
+        side: usize,
+        max: usize,
+    },
+    /// Up to `max` wire bytes reach side `to`, in random-sized pieces.
+    Deliver {
+        to: usize,
+        max: usize,
+    },
+}
+
+/// What one side knows of one stream.
+#[derive(Debug)]
+struct View {
+    local: bool,
+    /// Handles the application still holds.
+    handles: u8,
+    /// The application holds it (opened or accepted).
+    held: bool,
+    write_closed: bool,
+    /// Bytes `write` accepted.
+    written: u64,
+    /// Payload bytes framed.
+    transmitted: u64,
+    syn_sent: bool,
+    fin_sent: bool,
+    /// PSH payload the connection queued for the application.
+    received: u64,
+    read: u64,
+    eof: bool,
+    /// v2 send window, from the UPDs this side consumed.
+    sent: u32,
+    peer_consumed: u32,
+    peer_window: u32,
+}
+
+impl View {
+    fn new(local: bool) -> View {
+        View {
+            local,
+            handles: BOTH_HANDLES,
+            held: local,
+            write_closed: false,
+            written: 0,
+            transmitted: 0,
+            syn_sent: false,
+            fin_sent: false,
+            received: 0,
+            read: 0,
+            eof: false,
+            sent: 0,
+            peer_consumed: 0,
+            peer_window: INITIAL_PEER_WINDOW,
+        }
+    }
+
+    fn unread(&self) -> u64 {
+        if self.handles & READ_HANDLE != 0 {
+            self.received - self.read
+        } else {
+            0
+        }
+    }
+
+    /// Bytes the window lets this side send now (Go's `int32` arithmetic).
+    fn allowed(&self) -> i64 {
+        let inflight = self.sent.wrapping_sub(self.peer_consumed) as i32;
+        assert!(inflight >= 0, "honest peers never claim more than was sent");
+        i64::from((self.peer_window as i32).saturating_sub(inflight).max(0))
+    }
+}
+
+struct Side {
+    conn: Connection,
+    config: Config,
+    rb: RecvBuffer,
+    /// Exactly the bytes in `rb`.
+    mirror: Vec<u8>,
+    /// Bytes the peer transmitted that have not reached `rb` yet.
+    wire_in: VecDeque<u8>,
+    /// Streams the application holds, in the order it got them.
+    held: Vec<u32>,
+    views: HashMap<u32, View>,
+}
+
+struct World {
+    sides: [Side; 2],
+    version: u8,
+    now: Instant,
+    rng: StdRng,
+    read_buf: Vec<u8>,
+}
+
+impl World {
+    fn new(version: u8, client: &SideConfig, server: &SideConfig, seed: u64) -> World {
+        let now = Instant::now();
+        let side = |c: &SideConfig, role| {
+            let config = c.config(version);
+            Side {
+                conn: Connection::new(config.clone(), role, now).expect("valid config"),
+                config,
+                rb: RecvBuffer::new(),
+                mirror: Vec::new(),
+                wire_in: VecDeque::new(),
+                held: Vec::new(),
+                views: HashMap::new(),
+            }
+        };
+        World {
+            sides: [side(client, Role::Client), side(server, Role::Server)],
+            version,
+            now,
+            rng: StdRng::seed_from_u64(seed),
+            read_buf: vec![0; 1 << 17],
+        }
+    }
+
+    fn v2(&self) -> bool {
+        self.version == 2
+    }
+
+    /// A held stream of `side` whose handles include `need`.
+    fn pick(&self, side: usize, stream: usize, need: u8) -> Option<u32> {
+        let s = &self.sides[side];
+        if s.held.is_empty() {
+            return None;
+        }
+        let id = s.held[stream % s.held.len()];
+        (s.views[&id].handles & need != 0).then_some(id)
+    }
+
+    fn act(&mut self, a: &Action) {
+        match *a {
+            Action::Open(side) => self.open(side),
+            Action::Accept(side) => self.accept(side),
+            Action::Write { side, stream, len } => {
+                if let Some(id) = self.pick(side, stream, WRITE_HANDLE) {
+                    let cap = self.sides[side].config.max_frame_size * 300;
+                    self.write(side, id, len.min(cap));
+                }
+            }
+            Action::Read { side, stream, len } => {
+                if let Some(id) = self.pick(side, stream, READ_HANDLE) {
+                    self.read(side, id, len);
+                }
+            }
+            Action::ReadChunk { side, stream, max } => {
+                if let Some(id) = self.pick(side, stream, READ_HANDLE) {
+                    self.read_chunk(side, id, max);
+                }
+            }
+            Action::Shutdown { side, stream } => {
+                if let Some(id) = self.pick(side, stream, WRITE_HANDLE) {
+                    self.shutdown(side, id);
+                }
+            }
+            Action::Release {
+                side,
+                stream,
+                which,
+            } => {
+                if let Some(id) = self.pick(side, stream, BOTH_HANDLES) {
+                    self.release(side, id, which);
+                }
+            }
+            Action::Transmit { side, max } => {
+                self.transmit(side, max);
+            }
+            Action::Deliver { to, max } => {
+                self.deliver(to, max);
+            }
+        }
+        self.check();
+    }
+
+    fn open(&mut self, side: usize) {
+        let s = &mut self.sides[side];
+        let id = s.conn.open().expect("open on a healthy session");
+        assert_eq!(id % 2, if side == CLIENT { 1 } else { 0 });
+        assert!(s.views.insert(id, View::new(true)).is_none(), "id reused");
+        s.held.push(id);
+    }
+
+    fn accept(&mut self, side: usize) -> bool {
+        let s = &mut self.sides[side];
+        match s.conn.accept().expect("accept on a healthy session") {
+            Some(id) => {
+                let v = s.views.get_mut(&id).expect("accepted a stream whose SYN never came");
+                assert!(!v.local && !v.held, "accepted {id} twice");
+                v.held = true;
+                s.held.push(id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn write(&mut self, side: usize, id: u32, len: usize) {
+        let now = self.now;
+        let s = &mut self.sides[side];
+        let v = s.views.get_mut(&id).expect("held");
+        let data: Vec<u8> = (v.written..v.written + len as u64)
+            .map(|o| byte(side, id, o))
+            .collect();
+        let r = s.conn.write(id, &data, now);
+        if v.write_closed {
+            assert!(matches!(r, Err(Error::Closed)), "write after shutdown: {r:?}");
+            return;
+        }
+        match r {
+            Ok(Progress::Ready(n)) => {
+                assert!(n <= len && (n > 0 || len == 0), "write took {n} of {len}");
+                v.written += n as u64;
+            }
+            Ok(Progress::Blocked) => assert!(len > 0),
+            Err(e) => panic!("write on {id} failed: {e}"),
+        }
+    }
+
+    fn read(&mut self, side: usize, id: u32, len: usize) -> Option<ReadOutcome> {
+        let now = self.now;
+        let s = &mut self.sides[side];
+        let before = s.conn.buffered_bytes();
+        let r = s
+            .conn
+            .read(id, &mut self.read_buf[..len], now)
+            .unwrap_or_else(|e| panic!("read on {id} failed: {e}"));
+        let v = s.views.get_mut(&id).expect("held");
+        match r {
+            ReadOutcome::Data(n) => {
+                if len == 0 {
+                    assert_eq!(n, 0);
+                    return Some(r);
+                }
+                assert_eq!(n as u64, (len as u64).min(v.received - v.read), "short read");
+                for (i, b) in self.read_buf[..n].iter().enumerate() {
+                    assert_eq!(
+                        *b,
+                        byte(1 - side, id, v.read + i as u64),
+                        "stream {id}: wrong byte at offset {}",
+                        v.read + i as u64
+                    );
+                }
+                v.read += n as u64;
+                assert_eq!(s.conn.buffered_bytes(), before - n, "read returns budget");
+            }
+            ReadOutcome::Eof => {
+                assert_eq!(v.received, v.read, "EOF with data unread");
+                v.eof = true;
+            }
+            ReadOutcome::Blocked => {
+                assert_eq!(v.received, v.read, "blocked with data buffered");
+                assert!(!v.eof, "blocked after EOF");
+            }
+        }
+        Some(r)
+    }
+
+    fn read_chunk(&mut self, side: usize, id: u32, max: usize) {
+        let now = self.now;
+        let s = &mut self.sides[side];
+        let before = s.conn.buffered_bytes();
+        let r = s
+            .conn
+            .read_chunk(id, max, now)
+            .unwrap_or_else(|e| panic!("read_chunk on {id} failed: {e}"));
+        let v = s.views.get_mut(&id).expect("held");
+        match r {
+            ChunkOutcome::Data(b) => {
+                assert!(!b.is_empty() && b.len() <= max.max(1));
+                assert!(b.len() as u64 <= v.received - v.read);
+                for (i, x) in b.iter().enumerate() {
+                    assert_eq!(*x, byte(1 - side, id, v.read + i as u64), "stream {id}");
+                }
+                v.read += b.len() as u64;
+                assert_eq!(s.conn.buffered_bytes(), before - b.len());
+            }
+            ChunkOutcome::Eof => {
+                assert_eq!(v.received, v.read, "EOF with data unread");
+                v.eof = true;
+            }
+            ChunkOutcome::Blocked => assert_eq!(v.received, v.read, "blocked with data"),
+        }
+    }
+
+    fn shutdown(&mut self, side: usize, id: u32) {
+        let now = self.now;
+        let s = &mut self.sides[side];
+        s.conn
+            .shutdown_write(id, now)
+            .unwrap_or_else(|e| panic!("shutdown_write on {id} failed: {e}"));
+        s.views.get_mut(&id).expect("held").write_closed = true;
+    }
+
+    fn release(&mut self, side: usize, id: u32, which: u8) {
+        let s = &mut self.sides[side];
+        let v = s.views.get_mut(&id).expect("held");
+        let which = which & v.handles;
+        let before = s.conn.buffered_bytes();
+        let unread = v.unread() as usize;
+        s.conn.release(id, which);
+        if which & READ_HANDLE != 0 {
+            assert_eq!(
+                s.conn.buffered_bytes(),
+                before - unread,
+                "releasing the read half must return its unread bytes"
+            );
+        }
+        if which & WRITE_HANDLE != 0 {
+            v.write_closed = true;
+        }
+        v.handles &= !which;
+        if v.handles == 0 {
+            s.held.retain(|&h| h != id);
+        }
+    }
+
+    /// Moves frames out of `side` onto the wire, checking each; returns the bytes moved.
+    fn transmit(&mut self, side: usize, max: usize) -> usize {
+        let v2 = self.v2();
+        let version = self.version;
+        let s = &mut self.sides[side];
+        let mut tx = TxBuf::new();
+        s.conn.poll_transmit(&mut tx, max);
+        let bytes = tx.to_vec();
+        tx.advance(bytes.len());
+        if !bytes.is_empty() {
+            s.conn.handle_transmitted();
+        }
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let hb: &[u8; HEADER_LEN] = rest[..HEADER_LEN].try_into().expect("whole frames");
+            let h = Header::decode(hb, version).expect("transmitted a malformed header");
+            let len = usize::from(h.len);
+            let payload = &rest[HEADER_LEN..HEADER_LEN + len];
+            rest = &rest[HEADER_LEN + len..];
+            let id = h.stream_id;
+            assert_ne!(h.cmd, Cmd::Nop, "keepalive is disabled");
+            let v = s
+                .views
+                .get_mut(&id)
+                .unwrap_or_else(|| panic!("{:?} on unknown stream {id}", h.cmd));
+            if h.cmd != Cmd::Syn {
+                assert!(!v.local || v.syn_sent, "{:?} before SYN on {id}", h.cmd);
+            }
+            match h.cmd {
+                Cmd::Syn => {
+                    assert!(v.local && !v.syn_sent, "stray SYN on {id}");
+                    v.syn_sent = true;
+                }
+                Cmd::Psh => {
+                    assert!(len > 0 && len <= s.config.max_frame_size, "PSH of {len}");
+                    assert!(!v.fin_sent, "PSH after FIN on {id}");
+                    if v2 {
+                        assert!(
+                            len as i64 <= v.allowed(),
+                            "stream {id}: PSH of {len} beyond the peer's window {}",
+                            v.allowed()
+                        );
+                    }
+                    for (i, b) in payload.iter().enumerate() {
+                        assert_eq!(*b, byte(side, id, v.transmitted + i as u64), "stream {id}");
+                    }
+                    v.sent = v.sent.wrapping_add(len as u32);
+                    v.transmitted += len as u64;
+                    assert!(v.transmitted <= v.written, "sent data never written");
+                }
+                Cmd::Fin => {
+                    assert!(!v.fin_sent, "second FIN on {id}");
+                    assert!(v.write_closed, "FIN without shutdown on {id}");
+                    assert_eq!(v.transmitted, v.written, "FIN ahead of data on {id}");
+                    v.fin_sent = true;
+                }
+                Cmd::Upd => {
+                    assert!(v2, "UPD in version 1");
+                    let (consumed, window) = decode_upd(payload.try_into().expect("8 bytes"));
+                    assert_eq!(window as usize, s.config.max_stream_buffer);
+                    assert!(u64::from(consumed) <= v.read, "UPD ahead of reads on {id}");
+                }
+                Cmd::Nop => unreachable!(),
+            }
+        }
+        let n = bytes.len();
+        self.sides[1 - side].wire_in.extend(bytes);
+        n
+    }
+
+    /// Up to `max` wire bytes into side `to`'s receive buffer, in random-sized pieces, with
+    /// `handle_input` after each. Returns whether anything moved or was consumed.
+    fn deliver(&mut self, to: usize, max: usize) -> bool {
+        let piece_max = [1usize, 7, 100, 5000, 70_000, usize::MAX][self.rng.gen_range(0..6)];
+        let mut left = max.min(self.sides[to].wire_in.len());
+        let mut progress = left > 0;
+        loop {
+            let n = if piece_max == usize::MAX {
+                left
+            } else {
+                self.rng.gen_range(1..=piece_max).min(left)
+            };
+            let s = &mut self.sides[to];
+            let piece: Vec<u8> = s.wire_in.drain(..n).collect();
+            if self.rng.gen_bool(0.5) {
+                s.rb.extend_from_slice(&piece);
+            } else {
+                let mut p = &piece[..];
+                while !p.is_empty() {
+                    let b = s.rb.prepare();
+                    let room = (b.capacity() - b.len()).clamp(1, p.len());
+                    b.extend_from_slice(&p[..room]);
+                    p = &p[room..];
+                }
+            }
+            s.mirror.extend_from_slice(&piece);
+            progress |= self.input(to);
+            left -= n;
+            if left == 0 {
+                return progress;
+            }
+        }
+    }
+
+    /// `handle_input` on side `to`, then replays the consumed frames on the views.
+    fn input(&mut self, to: usize) -> bool {
+        let version = self.version;
+        let s = &mut self.sides[to];
+        s.conn.handle_input(&mut s.rb);
+        assert!(!s.conn.is_closed(), "session died: {:?}", s.conn.close_reason());
+        let consumed = s.mirror.len() - s.rb.len();
+        let bytes: Vec<u8> = s.mirror.drain(..consumed).collect();
+        let mut rest = &bytes[..];
+        let mut frames = Vec::new();
+        while !rest.is_empty() {
+            let hb: &[u8; HEADER_LEN] = rest[..HEADER_LEN].try_into().expect("whole frames");
+            let h = Header::decode(hb, version).expect("consumed a malformed header");
+            let len = usize::from(h.len);
+            frames.push((h, &rest[HEADER_LEN..HEADER_LEN + len]));
+            rest = &rest[HEADER_LEN + len..];
+        }
+        for (h, payload) in frames {
+            let id = h.stream_id;
+            if h.cmd == Cmd::Syn {
+                assert!(!s.views.contains_key(&id), "SYN for a known stream {id}");
+                s.views.insert(id, View::new(false));
+                continue;
+            }
+            // Entries are only added while reading, so one present now was present then.
+            if s.conn.stream_serial(id).is_none() {
+                continue;
+            }
+            let v = s.views.get_mut(&id).expect("the connection knows it");
+            match h.cmd {
+                Cmd::Psh => {
+                    if v.handles & READ_HANDLE != 0 {
+                        v.received += payload.len() as u64;
+                    }
+                }
+                Cmd::Upd => {
+                    let (consumed, window) = decode_upd(payload.try_into().expect("8 bytes"));
+                    v.peer_consumed = consumed;
+                    v.peer_window = window;
+                }
+                _ => {}
+            }
+        }
+        // Reading stops only at an incomplete frame or an exhausted budget.
+        if s.conn.wants_read() {
+            if let Some(hb) = s.mirror.get(..HEADER_LEN) {
+                let h = Header::decode(hb.try_into().expect("8"), version).expect("valid");
+                assert!(s.mirror.len() < HEADER_LEN + usize::from(h.len), "frame left unread");
+            }
+        } else {
+            assert!(s.conn.buffered_bytes() >= s.config.max_receive_buffer);
+        }
+        consumed > 0
+    }
+
+    fn check(&self) {
+        for (i, s) in self.sides.iter().enumerate() {
+            let c = &s.conn;
+            assert!(!c.is_closed(), "side {i} closed: {:?}", c.close_reason());
+            let peer_frame = self.sides[1 - i].config.max_frame_size;
+            assert!(
+                c.buffered_bytes() <= s.config.max_receive_buffer + peer_frame,
+                "side {i}: {} buffered, budget {} + one frame of {peer_frame}",
+                c.buffered_bytes(),
+                s.config.max_receive_buffer
+            );
+            let unread: u64 = s.views.values().map(View::unread).sum();
+            assert_eq!(c.buffered_bytes() as u64, unread, "side {i}: budget accounting");
+            let queued: u64 = s.views.values().map(|v| v.written - v.transmitted).sum();
+            assert_eq!(c.queued_send_bytes() as u64, queued, "side {i}: send accounting");
+        }
+    }
+
+    /// Accepts, reads everything, transmits and delivers until nothing moves.
+    fn settle(&mut self) {
+        for _ in 0..100_000 {
+            let mut progress = false;
+            for side in [CLIENT, SERVER] {
+                while self.accept(side) {
+                    progress = true;
+                }
+                for id in self.sides[side].held.clone() {
+                    let v = &self.sides[side].views[&id];
+                    if v.handles & READ_HANDLE == 0 || v.eof {
+                        continue;
+                    }
+                    loop {
+                        let len = [1usize, 100, 4096, 1 << 17][self.rng.gen_range(0..4)];
+                        match self.read(side, id, len) {
+                            Some(ReadOutcome::Data(_)) => progress = true,
+                            Some(ReadOutcome::Eof) => {
+                                progress = true;
+                                break;
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+            }
+            for side in [CLIENT, SERVER] {
+                progress |= self.transmit(side, usize::MAX) > 0;
+            }
+            for side in [CLIENT, SERVER] {
+                progress |= self.deliver(side, usize::MAX);
+            }
+            self.check();
+            if !progress {
+                return;
+            }
+        }
+        panic!("the pair never settled");
+    }
+
+    /// A writer's bytes may stay queued only in v2, when the reader dropped its read half
+    /// (a dropped reader sends no more UPDs) and the window is used up.
+    fn assert_stuck_only_on_dropped_readers(&self) {
+        for (w, s) in self.sides.iter().enumerate() {
+            for (id, v) in &s.views {
+                if v.written == v.transmitted {
+                    continue;
+                }
+                let reader = self.sides[1 - w].views.get(id);
+                assert!(
+                    self.v2()
+                        && v.allowed() == 0
+                        && reader.is_none_or(|r| r.handles & READ_HANDLE == 0),
+                    "side {w} stream {id}: {} bytes stuck",
+                    v.written - v.transmitted
+                );
+            }
+        }
+    }
+
+    /// Drains everything and checks the oracle, then releases every handle and checks that
+    /// nothing is left behind.
+    fn finish(&mut self) {
+        self.settle();
+        self.assert_stuck_only_on_dropped_readers();
+        for (r, s) in self.sides.iter().enumerate() {
+            let w = 1 - r;
+            for (id, rv) in &s.views {
+                if rv.handles & READ_HANDLE == 0 {
+                    continue;
+                }
+                let wv = &self.sides[w].views[id];
+                assert_eq!(rv.read, wv.written, "stream {id}: side {r} got all of side {w}'s data");
+                assert_eq!(rv.eof, wv.write_closed, "stream {id}: EOF at side {r} iff FIN");
+            }
+        }
+        // Close orders: every held stream released, halves in random order.
+        let mut handles = Vec::new();
+        for side in [CLIENT, SERVER] {
+            for &id in &self.sides[side].held {
+                handles.push((side, id, READ_HANDLE));
+                handles.push((side, id, WRITE_HANDLE));
+            }
+        }
+        handles.shuffle(&mut self.rng);
+        for (side, id, which) in handles {
+            self.release(side, id, which);
+            if self.rng.gen_bool(0.3) {
+                let side = self.rng.gen_range(0..2);
+                self.transmit(side, usize::MAX);
+                self.deliver(1 - side, usize::MAX);
+            }
+            self.check();
+        }
+        self.settle();
+        self.assert_stuck_only_on_dropped_readers();
+        for (i, s) in self.sides.iter().enumerate() {
+            let c = &s.conn;
+            assert_eq!(c.buffered_bytes(), 0, "side {i}: bytes left buffered");
+            assert_eq!(c.live_handles(), 0, "side {i}");
+            assert_eq!(c.num_streams(), 0, "side {i}");
+            assert_eq!(c.pending_accepts(), 0, "side {i}");
+            let stuck = s
+                .views
+                .values()
+                .filter(|v| v.written > v.transmitted)
+                .count();
+            assert_eq!(c.table_len(), stuck, "side {i}: stream table not emptied");
+            for (id, v) in &s.views {
+                assert!(v.fin_sent || v.written > v.transmitted, "side {i}: no FIN on {id}");
+            }
+        }
+    }
+}
+
+fn side_config() -> impl Strategy<Value = SideConfig> {
+    (
+        prop_oneof![
+            1 => 1usize..=16,
+            3 => 17usize..=5000,
+            1 => Just(32768usize),
+            1 => Just(65535usize),
+        ],
+        prop_oneof![512usize..=8192, 8193usize..=300_000],
+        any::<usize>(),
+    )
+        .prop_map(
+            |(max_frame_size, max_receive_buffer, stream_buffer_seed)| SideConfig {
+                max_frame_size,
+                max_receive_buffer,
+                stream_buffer_seed,
+            },
+        )
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    let side = 0usize..2;
+    prop_oneof![
+        2 => side.clone().prop_map(Action::Open),
+        2 => side.clone().prop_map(Action::Accept),
+        6 => (side.clone(), any::<usize>(), 0usize..70_000)
+            .prop_map(|(side, stream, len)| Action::Write { side, stream, len }),
+        4 => (side.clone(), any::<usize>(), 0usize..70_000)
+            .prop_map(|(side, stream, len)| Action::Read { side, stream, len }),
+        2 => (side.clone(), any::<usize>(), 0usize..70_000)
+            .prop_map(|(side, stream, max)| Action::ReadChunk { side, stream, max }),
+        1 => (side.clone(), any::<usize>())
+            .prop_map(|(side, stream)| Action::Shutdown { side, stream }),
+        1 => (side.clone(), any::<usize>(), 1u8..=3)
+            .prop_map(|(side, stream, which)| Action::Release { side, stream, which }),
+        4 => (side.clone(), prop_oneof![Just(usize::MAX), 0usize..100_000])
+            .prop_map(|(side, max)| Action::Transmit { side, max }),
+        5 => (side, prop_oneof![Just(usize::MAX), 1usize..100_000])
+            .prop_map(|(to, max)| Action::Deliver { to, max }),
+    ]
+}
+
+fn run(version: u8, client: &SideConfig, server: &SideConfig, seed: u64, actions: &[Action]) {
+    let mut w = World::new(version, client, server, seed);
+    for a in actions {
+        w.act(a);
+    }
+    w.finish();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+
+    /// Random operations on both versions and random configurations.
+    #[test]
+    fn random_operations_keep_every_byte(
+        version in 1u8..=2,
+        client in side_config(),
+        server in side_config(),
+        seed in any::<u64>(),
+        actions in prop::collection::vec(action(), 1..80),
+    ) {
+        run(version, &client, &server, seed, &actions);
+    }
+}
+
+fn tight_config() -> impl Strategy<Value = SideConfig> {
+    (
+        prop_oneof![1usize..=64, 512usize..=4096, Just(65535usize)],
+        512usize..=16384,
+        any::<usize>(),
+    )
+        .prop_map(
+            |(max_frame_size, max_receive_buffer, stream_buffer_seed)| SideConfig {
+                max_frame_size,
+                max_receive_buffer,
+                stream_buffer_seed,
+            },
+        )
+}
+
+/// Bulk transfers on a few streams in both directions, written in big pieces and read in
+/// small ones: budgets and v2 windows are used up again and again.
+fn bulk_actions() -> impl Strategy<Value = Vec<Action>> {
+    let side = 0usize..2;
+    let step = prop_oneof![
+        1 => side.clone().prop_map(Action::Open),
+        6 => (side.clone(), 0usize..3, 1usize..70_000)
+            .prop_map(|(side, stream, len)| Action::Write { side, stream, len }),
+        3 => (side.clone(), 0usize..3, 1usize..3000)
+            .prop_map(|(side, stream, len)| Action::Read { side, stream, len }),
+        1 => (side.clone(), 0usize..3).prop_map(|(side, stream)| Action::Shutdown { side, stream }),
+        4 => side.clone().prop_map(|side| Action::Transmit { side, max: usize::MAX }),
+        4 => (side.clone(), 1usize..20_000).prop_map(|(to, max)| Action::Deliver { to, max }),
+        2 => side.prop_map(Action::Accept),
+    ];
+    prop::collection::vec(step, 1..60)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Small budgets and windows under bulk traffic.
+    #[test]
+    fn tight_buffers_under_bulk_traffic(
+        version in 1u8..=2,
+        client in tight_config(),
+        server in tight_config(),
+        seed in any::<u64>(),
+        actions in bulk_actions(),
+    ) {
+        run(version, &client, &server, seed, &actions);
+    }
+}
+
+/// Deterministic long runs of the same machinery (more operations than a proptest case).
+#[test]
+fn long_random_runs() {
+    use proptest::{
+        strategy::ValueTree,
+        test_runner::{Config as RunnerConfig, RngAlgorithm, TestRng, TestRunner},
+    };
+    let mut runner = TestRunner::new_with_rng(
+        RunnerConfig::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+    );
+    for i in 0..6u64 {
+        let version = 1 + (i % 2) as u8;
+        let client = side_config().new_tree(&mut runner).unwrap().current();
+        let server = side_config().new_tree(&mut runner).unwrap().current();
+        let actions = prop::collection::vec(action(), 400..500)
+            .new_tree(&mut runner)
+            .unwrap()
+            .current();
+        run(version, &client, &server, i, &actions);
+    }
+}
