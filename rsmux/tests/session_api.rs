@@ -721,3 +721,10 @@ async fn many_frames_leave_per_write_call() {
     let calls = calls.load(std::sync::atomic::Ordering::Relaxed);
     assert!(calls * 10 <= 600, "{calls} write calls for 600 frames");
 }
+
+#[test]
+fn outside_a_tokio_runtime_is_an_error_not_a_panic() {
+    let (a, _b) = tokio::io::duplex(64);
+    let err = Session::client(a, Config::default()).unwrap_err();
+    assert!(matches!(err, Error::Io(_)), "{err}");
+}
