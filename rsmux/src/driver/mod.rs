@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     write_wakers: HashMap<u32, Waker>,
     accept_wakers: Vec<Waker>,
     closed_wakers: Vec<Waker>,
+    /// Tasks to wake once the lock is released (see [`Locked`]).
+    to_wake: Vec<Waker>,
     /// Live `Session` handles.
     session_handles: usize,
     /// The driver task has finished and the connection is gone.
@@ -65,6 +67,7 @@ impl Shared {
                 write_wakers: HashMap::new(),
                 accept_wakers: Vec::new(),
                 closed_wakers: Vec::new(),
+                to_wake: Vec::new(),
                 session_handles: 1,
                 driver_done: false,
             }),
@@ -73,23 +76,58 @@ impl Shared {
 
     /// Locks the session. A panic while locked cannot leave the core half-updated in a way
     /// that matters more than losing the session, so poisoning is ignored.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn lock(&self) -> Locked<'_> {
+        Locked(Some(self.inner.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+}
+
+/// The locked session. Tasks that [`Inner::dispatch`] decides to wake are woken when this is
+/// dropped, after the lock is released, so a woken task on another thread does not run straight
+/// into the lock it was woken from.
+pub(crate) struct Locked<'a>(Option<MutexGuard<'a, Inner>>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        self.0.as_ref().expect("held until drop")
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        self.0.as_mut().expect("held until drop")
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let Some(mut guard) = self.0.take() else {
+            return;
+        };
+        if guard.to_wake.is_empty() {
+            return;
+        }
+        let wakers = std::mem::take(&mut guard.to_wake);
+        drop(guard);
+        wakers.into_iter().for_each(Waker::wake);
     }
 }
 
 impl Inner {
-    /// Wakes whoever the core's events concern, and the driver if it has work.
+    /// Picks whoever the core's events concern, and the driver if it has work, to be woken
+    /// once the lock is released.
     pub(crate) fn dispatch(&mut self) {
         while let Some(ev) = self.conn.poll_event() {
             match ev {
-                Event::Readable(id) => wake(self.read_wakers.remove(&id)),
-                Event::Writable(id) => wake(self.write_wakers.remove(&id)),
-                Event::Incoming => self.accept_wakers.drain(..).for_each(Waker::wake),
+                Event::Readable(id) => self.to_wake.extend(self.read_wakers.remove(&id)),
+                Event::Writable(id) => self.to_wake.extend(self.write_wakers.remove(&id)),
+                Event::Incoming => self.to_wake.append(&mut self.accept_wakers),
                 Event::Closed => {
-                    self.read_wakers.drain().for_each(|(_, w)| w.wake());
-                    self.write_wakers.drain().for_each(|(_, w)| w.wake());
-                    self.accept_wakers.drain(..).for_each(Waker::wake);
+                    self.to_wake
+                        .extend(self.read_wakers.drain().map(|(_, w)| w));
+                    self.to_wake
+                        .extend(self.write_wakers.drain().map(|(_, w)| w));
+                    self.to_wake.append(&mut self.accept_wakers);
                 }
             }
         }
@@ -98,9 +136,12 @@ impl Inner {
         }
     }
 
-    pub(crate) fn wake_driver(&self) {
+    /// Has the driver task woken once the lock is released.
+    pub(crate) fn wake_driver(&mut self) {
         if let Some(w) = &self.driver_waker {
-            w.wake_by_ref();
+            if !self.to_wake.iter().any(|t| t.will_wake(w)) {
+                self.to_wake.push(w.clone());
+            }
         }
     }
 
@@ -134,12 +175,6 @@ impl Inner {
 fn park(slot: &mut Waker, waker: &Waker) {
     if !slot.will_wake(waker) {
         slot.clone_from(waker);
-    }
-}
-
-fn wake(w: Option<Waker>) {
-    if let Some(w) = w {
-        w.wake();
     }
 }
 
@@ -320,7 +355,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
                     let mut inner = self.shared.lock();
                     inner.driver_done = true;
                     inner.driver_waker = None;
-                    inner.closed_wakers.drain(..).for_each(Waker::wake);
+                    let closed = std::mem::take(&mut inner.closed_wakers);
+                    inner.to_wake.extend(closed);
                     return Poll::Ready(());
                 }
                 Turn::Progress => continue,
