@@ -352,7 +352,6 @@ impl World {
             Err(e) if self.closing[side] => {
                 assert_eq!(v.received, v.read, "{e} with data unread");
                 assert!(!v.eof, "{e} after EOF");
-                // A closing session still takes in frames, so data may follow.
                 return None;
             }
             r => r.unwrap_or_else(|e| panic!("read on {id} failed: {e}")),
@@ -556,6 +555,8 @@ impl World {
     /// `handle_input` on side `to`, then replays the consumed frames on the views.
     fn input(&mut self, to: usize) -> bool {
         let version = self.version;
+        // A closing session drops incoming data (only UPD and FIN still matter to it).
+        let closing = self.closing[to];
         let s = &mut self.sides[to];
         s.conn.handle_input(&mut s.rb);
         assert!(
@@ -587,7 +588,7 @@ impl World {
             }
             let v = s.views.get_mut(&id).expect("the connection knows it");
             match h.cmd {
-                Cmd::Psh if v.handles & READ_HANDLE != 0 => {
+                Cmd::Psh if v.handles & READ_HANDLE != 0 && !closing => {
                     v.received += payload.len() as u64;
                 }
                 Cmd::Upd => {

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     config::{Config, ConfigError},
-    error::{Error, ProtocolError},
+    error::Error,
     frame::{decode_upd, encode_upd, Cmd, Header, HEADER_LEN, UPD_LEN},
 };
 
@@ -429,8 +429,10 @@ impl Connection {
     }
 
     fn on_psh(&mut self, id: u32, len: usize, rb: &mut RecvBuffer) {
+        // While closing, only frames that let queued data leave (UPD) still matter.
+        let closing = matches!(self.state, State::Closing { .. });
         match self.streams.get_mut(&id) {
-            Some(s) if !s.read_closed && len > 0 => {
+            Some(s) if !s.read_closed && len > 0 && !closing => {
                 // Large payloads stay slices of the read chunk while the application keeps
                 // up; others are packed (see `recv_buffer` for why this bounds memory).
                 if len >= SHARE_MIN && self.budget.used() < self.config.max_receive_buffer / 8 {
@@ -444,7 +446,7 @@ impl Connection {
                     self.events.push_back(Event::Readable(id));
                 }
             }
-            // Unknown or closed stream: dropped, no budget charged.
+            // Unknown or closed stream, or closing session: dropped, no budget charged.
             _ => rb.skip(len),
         }
     }
@@ -455,10 +457,11 @@ impl Connection {
         };
         s.send_window.on_update(consumed, window);
         if let Err(e) = s.send_window.available(id) {
+            // The peer claims to have read bytes never sent: it is broken, and nothing it
+            // says about this session can be trusted (Go fails only that stream's writes).
             tracing::debug!(error = %e, "impossible window update");
-            s.window_broken = true;
-            self.send_queued -= s.send.len();
-            s.send = BytesMut::new();
+            self.die(Error::Protocol(e));
+            return;
         }
         if std::mem::take(&mut s.write_waiting) {
             self.events.push_back(Event::Writable(id));
@@ -584,8 +587,8 @@ impl Connection {
         Ok(ReadOutcome::Data(n))
     }
 
-    /// Like [`read`](Self::read), but hands out up to `max` bytes of the next received
-    /// payload without copying.
+    /// Like [`read`](Self::read), but hands out up to `max` (at least 1) bytes of the next
+    /// received payload without copying.
     pub fn read_chunk(&mut self, id: u32, max: usize, now: Instant) -> Result<ChunkOutcome, Error> {
         let s = self.stream_mut(id)?;
         let Some(chunk) = s.recv.read_chunk(max) else {
@@ -640,9 +643,13 @@ impl Connection {
         }
         let session_room = self.send_cap().saturating_sub(self.send_queued);
         let s = self.streams.get_mut(&id).expect("checked");
+        // In v2, accept no more than the peer's window can take: data waiting for a window
+        // would otherwise fill the session-wide cap and block every other stream.
+        let window_room = window(&self.config, s, id).saturating_sub(s.send.len());
         let room = STREAM_SEND_BUFFER
             .saturating_sub(s.send.len())
-            .min(session_room);
+            .min(session_room)
+            .min(window_room);
         if room == 0 {
             s.write_waiting = true;
             if session_room == 0 && !self.session_blocked.contains(&id) {
@@ -657,19 +664,18 @@ impl Connection {
         Ok(Progress::Ready(n))
     }
 
-    /// `Ready(0)` once everything written to stream `id` has been framed for the socket.
+    /// `Ready(0)` once everything written to stream `id` has been framed for the socket; the
+    /// session's error once it has ended.
     pub fn flush(&mut self, id: u32, now: Instant) -> Result<Progress, Error> {
+        if let Some(e) = &self.error {
+            // Data not framed by now is lost, and framed data may not have left either.
+            return Err(e.clone());
+        }
         let s = self.stream_mut(id)?;
         if s.send.is_empty() {
             return Ok(Progress::Ready(0));
         }
-        if s.window_broken {
-            return Err(ProtocolError::ConsumedMoreThanSent { stream: id }.into());
-        }
         let deadline_passed = self.deadlines.passed(id, Dir::Write, now);
-        if let Some(e) = &self.error {
-            return Err(e.clone());
-        }
         if deadline_passed {
             return Err(Error::Timeout);
         }
@@ -799,9 +805,6 @@ impl Connection {
         let s = self.stream_mut(id)?;
         if s.write_closed {
             return Err(Error::Closed);
-        }
-        if s.window_broken {
-            return Err(ProtocolError::ConsumedMoreThanSent { stream: id }.into());
         }
         let deadline_passed = self.deadlines.passed(id, Dir::Write, now);
         if let Some(e) = &self.error {

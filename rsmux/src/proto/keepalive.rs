@@ -87,12 +87,14 @@ impl Keepalive {
 /// The first `due + k * period` (k ≥ 1) strictly after `now`: a late wake-up does not fire a
 /// burst of catch-up ticks.
 fn next_after(due: Instant, period: Duration, now: Instant) -> Instant {
-    let mut next = due + period;
-    if next <= now {
-        let behind = now.duration_since(next).as_nanos() / period.as_nanos().max(1);
-        next += period * (behind as u32 + 1);
+    let next = due + period;
+    if next > now {
+        return next;
     }
-    next
+    let period_ns = period.as_nanos().max(1);
+    let periods = now.duration_since(next).as_nanos() / period_ns + 1;
+    let skip = periods.saturating_mul(period_ns);
+    next + Duration::from_nanos(u64::try_from(skip).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -162,6 +164,20 @@ mod tests {
             k.handle_timeout(t0 + Duration::from_secs(100), false),
             Tick::default()
         );
+    }
+
+    #[test]
+    fn a_huge_jump_with_a_tiny_interval_catches_up_in_one_tick() {
+        let t0 = Instant::now();
+        let c = Config {
+            keep_alive_interval: Duration::from_nanos(1),
+            keep_alive_timeout: Duration::from_secs(3600),
+            ..Config::default()
+        };
+        let mut k = Keepalive::new(&c, t0);
+        let now = t0 + Duration::from_secs(65);
+        assert!(k.handle_timeout(now, false).send_nop);
+        assert!(k.poll_timeout().unwrap() > now);
     }
 
     #[test]

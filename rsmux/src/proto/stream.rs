@@ -42,8 +42,6 @@ pub(crate) struct StreamState {
     /// No more writes: a FIN follows the queued data.
     pub(crate) write_closed: bool,
     pub(crate) fin_sent: bool,
-    /// The peer's UPD claimed more consumed than sent; writes fail.
-    pub(crate) window_broken: bool,
 
     // Scheduling and wake-ups.
     /// Listed in the session's round-robin ring.

@@ -560,14 +560,11 @@ fn v2_timed_out_write_does_not_shrink_the_window() {
     fn scenario(with_timeout: bool) -> (usize, usize) {
         let mut p = Pair::v2();
         let id = p.client.open().unwrap();
-        // 256 KiB in flight (window closed), 256 KiB more queued: the next write must wait.
+        // 256 KiB in flight: the window is closed, so the next write must wait.
         p.client
             .write(id, &[1u8; STREAM_SEND_BUFFER], p.now)
             .unwrap();
         p.drive();
-        p.client
-            .write(id, &[1u8; STREAM_SEND_BUFFER], p.now)
-            .unwrap();
         let sid = p.accept();
         if with_timeout {
             p.client
@@ -580,16 +577,18 @@ fn v2_timed_out_write_does_not_shrink_the_window() {
             ));
             p.client.set_write_deadline(id, None);
         }
-        // The peer reads everything; the queued data flows as UPDs open the window.
+        // The peer reads everything; UPDs open the window again.
         let mut total = 0;
-        for _ in 0..100 {
+        for _ in 0..10 {
             total += Pair::read_all(&mut p.server, sid, p.now).len();
             p.drive();
         }
-        assert_eq!(total, 2 * STREAM_SEND_BUFFER);
-        p.client.write(id, &[2u8; 65536], p.now).unwrap();
+        assert_eq!(total, STREAM_SEND_BUFFER);
+        let Progress::Ready(n) = p.client.write(id, &[2u8; 65536], p.now).unwrap() else {
+            panic!("window still closed")
+        };
         p.drive();
-        (p.server.buffered_bytes(), p.client.queued_send_bytes())
+        (n, p.server.buffered_bytes())
     }
     let control = scenario(false);
     assert!(control.0 > 32768, "{control:?}");
@@ -597,18 +596,60 @@ fn v2_timed_out_write_does_not_shrink_the_window() {
 }
 
 #[test]
-fn v2_peer_consumed_more_than_sent_fails_the_writer() {
+fn v2_data_waiting_for_a_window_never_blocks_other_streams() {
+    // Writes beyond a stream's window wait at that stream; the session-wide send room stays
+    // free for streams whose peer reads.
+    let mut p = Pair::v2();
+    let client_cfg = Config {
+        version: 2,
+        max_receive_buffer: 1 << 20, // the client's session send cap follows it
+        ..Config::default()
+    };
+    p.client = Connection::new(client_cfg, Role::Client, p.now).unwrap();
+    let slow: Vec<u32> = (0..4).map(|_| p.client.open().unwrap()).collect();
+    for &id in &slow {
+        let mut sent = 0;
+        while let Progress::Ready(n) = p.client.write(id, &[0u8; 512 * 1024], p.now).unwrap() {
+            sent += n;
+            p.drive();
+            if n == 0 {
+                break;
+            }
+        }
+        assert_eq!(sent, INITIAL_PEER_WINDOW as usize);
+    }
+    let fast = p.client.open().unwrap();
+    assert_eq!(
+        p.client.write(fast, b"ping", p.now).unwrap(),
+        Progress::Ready(4)
+    );
+    p.drive();
+    for _ in 0..4 {
+        p.accept();
+    }
+    let fid = p.accept();
+    assert_eq!(Pair::read_all(&mut p.server, fid, p.now), b"ping");
+}
+
+#[test]
+fn v2_peer_consumed_more_than_sent_is_a_protocol_error() {
     let cfg = Config {
         version: 2,
         ..Config::default()
     };
     let mut c = Connection::new(cfg, Role::Client, Instant::now()).unwrap();
     let id = c.open().unwrap();
-    feed(&mut c, &frame(2, Cmd::Upd, id, &encode_upd(10, 65536)));
+    c.write(id, b"0123456789", Instant::now()).unwrap();
+    feed(&mut c, &frame(2, Cmd::Upd, id, &encode_upd(5, 65536)));
+    // The peer claims bytes that never left: nothing it says can be trusted any more, and
+    // the data it did not get must not look delivered (no FIN, no clean flush).
     assert!(matches!(
-        c.write(id, b"x", Instant::now()),
-        Err(Error::Protocol(ProtocolError::ConsumedMoreThanSent { .. }))
+        c.close_reason(),
+        Some(Error::Protocol(ProtocolError::ConsumedMoreThanSent { .. }))
     ));
+    assert!(c.flush(id, Instant::now()).is_err());
+    assert!(c.shutdown_write(id, Instant::now()).is_err());
+    assert!(transmit(&mut c).is_empty());
 }
 
 #[test]
@@ -830,4 +871,34 @@ fn half_a_frame_does_not_keep_the_session_alive() {
         }
     }
     assert!(matches!(s.close_reason(), Some(Error::KeepaliveTimeout(_))));
+}
+
+#[test]
+fn a_closing_session_drops_late_data_but_still_takes_window_updates() {
+    let mut p = Pair::v2();
+    let id = p.client.open().unwrap();
+    p.client
+        .write(id, &[1u8; STREAM_SEND_BUFFER], p.now)
+        .unwrap();
+    p.drive();
+    let sid = p.accept();
+    // The window is closed and more data waits; the client closes its session.
+    let _ = p.client.write(id, &[1u8; 1000], p.now).unwrap();
+    assert!(p.client.close(p.now));
+    let mut buf = [0u8; 8];
+    assert!(matches!(
+        p.client.read(id, &mut buf, p.now),
+        Err(Error::Closed)
+    ));
+    // Data the server sends now is dropped, not charged, and never surfaces.
+    p.server.write(sid, b"late", p.now).unwrap();
+    // The server reads: its UPDs still let the client's queued data leave.
+    let _ = Pair::read_all(&mut p.server, sid, p.now);
+    p.drive();
+    assert_eq!(p.client.buffered_bytes(), 0);
+    assert!(matches!(
+        p.client.read(id, &mut buf, p.now),
+        Err(Error::Closed)
+    ));
+    assert!(p.client.wants_shutdown(), "queued data left thanks to UPD");
 }

@@ -87,6 +87,9 @@ impl TxBuf {
             n <= self.len,
             "advanced past the end of the transmit buffer"
         );
+        if !self.staging.is_empty() {
+            self.pieces.push_back(self.staging.split().freeze());
+        }
         self.len -= n;
         while n > 0 {
             let front = self.pieces.front_mut().expect("pieces cover len");
@@ -149,5 +152,16 @@ mod tests {
         tx.advance(tx.len());
         assert!(tx.is_empty());
         assert!(tx.chunk().is_empty());
+    }
+
+    #[test]
+    fn advance_works_before_any_slice_was_taken() {
+        let mut tx = TxBuf::new();
+        tx.push(Header::new(1, Cmd::Syn, 0, 3), Bytes::new());
+        tx.push(Header::new(1, Cmd::Fin, 0, 3), Bytes::new());
+        tx.advance(8);
+        assert_eq!(tx.to_vec(), Header::new(1, Cmd::Fin, 0, 3).encode());
+        tx.advance(8);
+        assert!(tx.is_empty());
     }
 }

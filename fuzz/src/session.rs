@@ -1,0 +1,1423 @@
+//! The `session_ops` target: one `Connection` driven by an arbitrary sequence of operations and
+//! checked against a model after every step.
+//!
+//! The model mirrors what the connection must know: the stream table (ids, handles, unread
+//! bytes, FIN flags, v2 send-window state learned from the UPD frames the connection actually
+//! consumed), the accept queue and the bytes waiting in its `RecvBuffer`. The frames the
+//! connection consumes are re-parsed from that mirror, so peer input may be arbitrary bytes in
+//! arbitrary pieces. Every frame it transmits is parsed and checked (well formed, on a known
+//! stream, SYN first, nothing after FIN, data in order, v2 window respected).
+
+use std::{
+    collections::{btree_map::Entry, BTreeMap, BTreeSet, HashSet, VecDeque},
+    io::IoSlice,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use arbitrary::{Arbitrary, Unstructured};
+use rsmux::{
+    frame::{decode_upd, encode_upd, Cmd, Header, HEADER_LEN, UPD_LEN},
+    proto::{
+        ChunkOutcome, Connection, Event, Progress, ReadOutcome, RecvBuffer, Role, TxBuf,
+        ACCEPT_BACKLOG, BOTH_HANDLES, INITIAL_PEER_WINDOW, MAX_IOVECS, READ_HANDLE,
+        SESSION_SEND_BUFFER, STREAM_SEND_BUFFER, WRITE_HANDLE,
+    },
+    Config, Error, ProtocolError,
+};
+
+/// Most operations run per input (keeps every input fast).
+pub const MAX_OPS: usize = 4096;
+
+/// Session parameters, the first bytes of an input.
+#[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]
+pub struct Setup {
+    /// Protocol version 2 instead of 1.
+    pub v2: bool,
+    /// Server role (even ids) instead of client.
+    pub server: bool,
+    /// Keepalive, `% 4`: off, 10 s / 30 s, 1 ms / 3 ms, 20 µs / 50 µs (interval / timeout).
+    /// (A 1 ns interval makes `poll_timeout` stay due after a 65 s jump: the keepalive's
+    /// catch-up count is truncated to `u32`; reported, kept out of the fuzzer.)
+    pub keepalive: u8,
+    /// Index into [`FRAME_SIZES`].
+    pub frame_size: u8,
+    /// Index into [`RECEIVE_BUFFERS`].
+    pub receive_buffer: u8,
+    /// Index into [`STREAM_BUFFERS`] (clamped to the receive buffer).
+    pub stream_buffer: u8,
+}
+
+/// `max_frame_size` choices.
+pub const FRAME_SIZES: [usize; 8] = [32768, 1, 7, 100, 1024, 4096, 32768, 65535];
+/// `max_receive_buffer` choices: small, so budget exhaustion is reached.
+pub const RECEIVE_BUFFERS: [usize; 4] = [65536, 65536, 16384, 1000];
+/// `max_stream_buffer` choices.
+pub const STREAM_BUFFERS: [usize; 6] = [65536, 1, 100, 4096, 32768, 65536];
+
+impl Setup {
+    /// The configuration this setup selects.
+    pub fn config(&self) -> Config {
+        let max_receive_buffer = RECEIVE_BUFFERS[usize::from(self.receive_buffer) % 4];
+        let mode = usize::from(self.keepalive % 4);
+        let (interval, timeout) = [
+            (Duration::from_secs(10), Duration::from_secs(30)),
+            (Duration::from_secs(10), Duration::from_secs(30)),
+            (Duration::from_millis(1), Duration::from_millis(3)),
+            (Duration::from_micros(20), Duration::from_micros(50)),
+        ][mode];
+        Config {
+            version: if self.v2 { 2 } else { 1 },
+            keep_alive_disabled: mode == 0,
+            keep_alive_interval: interval,
+            keep_alive_timeout: timeout,
+            max_frame_size: FRAME_SIZES[usize::from(self.frame_size) % 8],
+            max_receive_buffer,
+            max_stream_buffer: STREAM_BUFFERS[usize::from(self.stream_buffer) % 6]
+                .min(max_receive_buffer),
+        }
+    }
+}
+
+/// Bytes with an explicit length prefix: `len: u16 LE | bytes` (clamped to what is left), so
+/// seeds can be written without knowing `arbitrary`'s length encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Raw(pub Vec<u8>);
+
+impl<'a> Arbitrary<'a> for Raw {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        let len = usize::from(u16::arbitrary(u)?).min(u.len());
+        Ok(Raw(u.bytes(len)?.to_vec()))
+    }
+}
+
+/// Picks a stream id: below 192, one of the ids seen so far (most recent first); otherwise a
+/// special id (`k % 8`: 0, 1, 2, u32::MAX, the peer's next fresh id, 3, 0x8000_0001, 5).
+#[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sid(pub u8);
+
+/// Command of a well-formed peer frame.
+#[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameCmd {
+    /// SYN.
+    Syn,
+    /// FIN.
+    Fin,
+    /// PSH with `len` bytes.
+    Psh,
+    /// NOP.
+    Nop,
+    /// UPD with 8 bytes from `fill` (protocol error in v1).
+    Upd,
+}
+
+/// CONSUMED field of a peer UPD.
+#[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consumed {
+    /// Everything the connection sent on the stream.
+    Sent,
+    /// That minus some (wrapping).
+    SentMinus(u16),
+    /// That plus some: more than was sent (the stream's writes must fail).
+    SentPlus(u16),
+    /// Any value.
+    Raw(u32),
+}
+
+/// WINDOW field of a peer UPD.
+#[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// One of 0, 1, 4096, 65536, 262144, u32::MAX.
+    Of(u8),
+    /// Any value.
+    Raw(u32),
+}
+
+/// One step.
+#[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Raw bytes from the peer, delivered in two pieces cut at `split`.
+    PeerRaw {
+        /// The bytes.
+        data: Raw,
+        /// Bit 0: through `prepare`; the rest: where to cut.
+        split: u16,
+    },
+    /// A well-formed frame from the peer.
+    PeerFrame {
+        /// Command.
+        cmd: FrameCmd,
+        /// Stream.
+        sid: Sid,
+        /// Payload length (PSH only).
+        len: u16,
+        /// Payload bytes are `fill, fill+1, …`.
+        fill: u8,
+        /// As for `PeerRaw`.
+        split: u16,
+    },
+    /// A v2 window update from the peer.
+    PeerUpd {
+        /// Stream.
+        sid: Sid,
+        /// CONSUMED.
+        consumed: Consumed,
+        /// WINDOW.
+        window: Window,
+        /// As for `PeerRaw`.
+        split: u16,
+    },
+    /// `handle_input` on what is buffered.
+    Pump,
+    /// `open`.
+    Open,
+    /// `accept`.
+    Accept,
+    /// `write` of `len` (×4 if `big`) bytes.
+    Write {
+        /// Stream.
+        sid: Sid,
+        /// Bytes.
+        len: u16,
+        /// Times four.
+        big: bool,
+    },
+    /// `read` into a buffer of `len` bytes.
+    Read {
+        /// Stream.
+        sid: Sid,
+        /// Buffer size.
+        len: u16,
+    },
+    /// `read_chunk` of at most `max` bytes.
+    ReadChunk {
+        /// Stream.
+        sid: Sid,
+        /// Most bytes.
+        max: u16,
+    },
+    /// `flush`.
+    Flush {
+        /// Stream.
+        sid: Sid,
+    },
+    /// `shutdown_write`.
+    ShutdownWrite {
+        /// Stream.
+        sid: Sid,
+    },
+    /// `release` of `which & BOTH_HANDLES`.
+    Release {
+        /// Stream.
+        sid: Sid,
+        /// Handles.
+        which: u8,
+    },
+    /// `set_read_deadline(now + ms)` or clear it.
+    ReadDeadline {
+        /// Stream.
+        sid: Sid,
+        /// Milliseconds from now.
+        ms: Option<u16>,
+    },
+    /// `set_write_deadline(now + ms)` or clear it.
+    WriteDeadline {
+        /// Stream.
+        sid: Sid,
+        /// Milliseconds from now.
+        ms: Option<u16>,
+    },
+    /// Graceful `close`.
+    Close,
+    /// Time passes, then `handle_timeout`.
+    Advance {
+        /// Milliseconds.
+        ms: u16,
+    },
+    /// `poll_transmit` up to `max * 8` bytes (`u16::MAX`: no limit).
+    Transmit {
+        /// Limit / 8.
+        max: u16,
+    },
+    /// The socket takes `n * 16` bytes (`u16::MAX`: everything).
+    Drain {
+        /// Bytes / 16.
+        n: u16,
+    },
+    /// Nothing: `poll_event` is drained after every step, as a driver does (kept so that
+    /// inputs keep their meaning).
+    Events,
+    /// `handle_eof`.
+    Eof,
+    /// `handle_io_error`.
+    IoError,
+    /// `handle_shutdown`, when `wants_shutdown`.
+    Shutdown,
+    /// `count % 1100` SYNs for fresh peer ids in one piece (fills the accept backlog).
+    PeerSyns {
+        /// How many.
+        count: u16,
+    },
+}
+
+/// Decodes an input into its setup and operations.
+pub fn decode(data: &[u8]) -> Option<(Setup, Vec<Op>)> {
+    let mut u = Unstructured::new(data);
+    let setup = Setup::arbitrary(&mut u).ok()?;
+    let mut ops = Vec::new();
+    while !u.is_empty() && ops.len() < MAX_OPS {
+        match Op::arbitrary(&mut u) {
+            Ok(op) => ops.push(op),
+            Err(_) => break,
+        }
+    }
+    Some((setup, ops))
+}
+
+/// The fuzz target body.
+pub fn run(data: &[u8]) {
+    if let Some((setup, ops)) = decode(data) {
+        run_ops(&setup, &ops);
+    }
+}
+
+/// What a run did (for checking that seeds reach deep states).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames the connection consumed.
+    pub frames_in: usize,
+    /// Frames it transmitted.
+    pub frames_out: usize,
+    /// Payload bytes the application read.
+    pub bytes_read: u64,
+    /// Payload bytes transmitted.
+    pub bytes_sent: u64,
+    /// UPD frames transmitted.
+    pub upds_out: usize,
+    /// FIN frames transmitted.
+    pub fins_out: usize,
+    /// Whether the session ended.
+    pub terminated: bool,
+}
+
+/// Runs `ops` on a fresh connection, checking the model after every step.
+pub fn run_ops(setup: &Setup, ops: &[Op]) -> Stats {
+    let mut h = Harness::new(setup);
+    for op in ops {
+        h.step(op);
+        h.check(false);
+    }
+    h.step(&Op::Transmit { max: u16::MAX });
+    h.check(true);
+    h.stats.terminated = h.conn.is_terminated();
+    h.stats
+}
+
+/// Period of the data pattern written by the application.
+const PERIOD: usize = 251;
+/// Largest single write.
+const MAX_WRITE: usize = 4 * u16::MAX as usize;
+
+/// `PAT[j] = j % 251`: stream `id`'s byte at offset `o` is `PAT[start(id, o)]`.
+fn pattern() -> &'static [u8] {
+    static PAT: OnceLock<Vec<u8>> = OnceLock::new();
+    PAT.get_or_init(|| {
+        (0..PERIOD + MAX_WRITE)
+            .map(|j| (j % PERIOD) as u8)
+            .collect()
+    })
+}
+
+fn start(id: u32, offset: u64) -> usize {
+    ((offset + u64::from(id) * 17) % PERIOD as u64) as usize
+}
+
+/// What the model knows of one entry of the connection's stream table.
+#[derive(Debug)]
+struct StreamModel {
+    /// The connection's serial for it (0 until learned).
+    serial: u64,
+    local: bool,
+    handles: u8,
+    // Receive side.
+    unread: VecDeque<u8>,
+    read_closed: bool,
+    fin_received: bool,
+    total_read: u64,
+    read_deadline: Option<Instant>,
+    // Send side.
+    write_closed: bool,
+    write_deadline: Option<Instant>,
+    /// Bytes `write` accepted.
+    accepted: u64,
+    /// Accepted and not yet framed.
+    queued: usize,
+    /// Payload bytes framed.
+    transmitted: u64,
+    syn_sent: bool,
+    fin_sent: bool,
+    /// The peer claimed to have consumed more than was sent.
+    broken: bool,
+    /// v2 window as the connection must see it.
+    sent: u32,
+    peer_consumed: u32,
+    peer_window: u32,
+}
+
+impl StreamModel {
+    fn new(local: bool) -> StreamModel {
+        StreamModel {
+            serial: 0,
+            local,
+            handles: BOTH_HANDLES,
+            unread: VecDeque::new(),
+            read_closed: false,
+            fin_received: false,
+            total_read: 0,
+            read_deadline: None,
+            write_closed: false,
+            write_deadline: None,
+            accepted: 0,
+            queued: 0,
+            transmitted: 0,
+            syn_sent: false,
+            fin_sent: false,
+            broken: false,
+            sent: 0,
+            peer_consumed: 0,
+            peer_window: INITIAL_PEER_WINDOW,
+        }
+    }
+
+    /// Bytes the v2 window lets the connection send now (Go's `int32` arithmetic).
+    fn allowed(&self) -> Option<u32> {
+        let inflight = self.sent.wrapping_sub(self.peer_consumed) as i32;
+        if inflight < 0 {
+            return None;
+        }
+        Some((self.peer_window as i32).saturating_sub(inflight).max(0) as u32)
+    }
+}
+
+struct Harness {
+    conn: Connection,
+    config: Config,
+    role: Role,
+    now: Instant,
+    rb: RecvBuffer,
+    /// Exactly the bytes in `rb`.
+    mirror: Vec<u8>,
+    tx: TxBuf,
+    streams: BTreeMap<u32, StreamModel>,
+    known: Vec<u32>,
+    known_set: HashSet<u32>,
+    accept_q: VecDeque<u32>,
+    next_peer_id: u32,
+    last_opened: u32,
+    terminated: bool,
+    read_buf: Vec<u8>,
+    stats: Stats,
+    /// Sum of `unread` over all streams.
+    total_unread: usize,
+    /// Sum of `queued` over all streams.
+    total_queued: usize,
+    /// Streams with no handle left: the only ones the connection may remove.
+    orphans: BTreeSet<u32>,
+    steps: usize,
+    /// Streams whose reader got `Blocked` and has not been woken since.
+    read_waiters: BTreeSet<u32>,
+    /// Streams whose writer, flusher or shutdown got `Blocked` (which of them: `WAIT_*`
+    /// bits) and has not been woken since.
+    write_waiters: BTreeMap<u32, u8>,
+    /// The step just run was a `Transmit`.
+    transmitted: bool,
+}
+
+const WAIT_WRITE: u8 = 1;
+const WAIT_FLUSH: u8 = 2;
+const WAIT_SHUTDOWN: u8 = 4;
+
+fn err_text(e: &Error) -> String {
+    e.to_string()
+}
+
+impl Harness {
+    fn new(setup: &Setup) -> Harness {
+        let config = setup.config();
+        let role = if setup.server {
+            Role::Server
+        } else {
+            Role::Client
+        };
+        let now = Instant::now();
+        Harness {
+            conn: Connection::new(config.clone(), role, now).expect("valid config"),
+            config,
+            role,
+            now,
+            rb: RecvBuffer::new(),
+            mirror: Vec::new(),
+            tx: TxBuf::new(),
+            streams: BTreeMap::new(),
+            known: Vec::new(),
+            known_set: HashSet::new(),
+            accept_q: VecDeque::new(),
+            next_peer_id: if role == Role::Server { 3 } else { 2 },
+            last_opened: 0,
+            terminated: false,
+            read_buf: vec![0; u16::MAX as usize],
+            stats: Stats::default(),
+            total_unread: 0,
+            total_queued: 0,
+            orphans: BTreeSet::new(),
+            steps: 0,
+            read_waiters: BTreeSet::new(),
+            write_waiters: BTreeMap::new(),
+            transmitted: false,
+        }
+    }
+
+    fn version(&self) -> u8 {
+        self.config.version
+    }
+
+    fn sid(&mut self, s: Sid) -> u32 {
+        let k = s.0;
+        if k < 192 && !self.known.is_empty() {
+            return self.known[self.known.len() - 1 - usize::from(k) % self.known.len()];
+        }
+        match k % 8 {
+            0 => 0,
+            1 => 1,
+            2 => 2,
+            3 => u32::MAX,
+            4 => {
+                let id = self.next_peer_id;
+                self.next_peer_id = self.next_peer_id.wrapping_add(2);
+                id
+            }
+            5 => 3,
+            6 => 0x8000_0001,
+            _ => 5,
+        }
+    }
+
+    fn note_known(&mut self, id: u32) {
+        if self.known_set.insert(id) {
+            self.known.push(id);
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Steps.
+
+    fn step(&mut self, op: &Op) {
+        let now = self.now;
+        self.transmitted = matches!(op, Op::Transmit { .. });
+        match *op {
+            Op::PeerRaw { ref data, split } => self.deliver(&data.0, split),
+            Op::PeerFrame {
+                cmd,
+                sid,
+                len,
+                fill,
+                split,
+            } => {
+                let id = self.sid(sid);
+                let (cmd, len) = match cmd {
+                    FrameCmd::Syn => (Cmd::Syn, 0),
+                    FrameCmd::Fin => (Cmd::Fin, 0),
+                    FrameCmd::Psh => (Cmd::Psh, len),
+                    FrameCmd::Nop => (Cmd::Nop, 0),
+                    FrameCmd::Upd => (Cmd::Upd, UPD_LEN as u16),
+                };
+                let mut wire = Header::new(self.version(), cmd, len, id).encode().to_vec();
+                wire.extend((0..len).map(|i| fill.wrapping_add(i as u8)));
+                self.deliver(&wire, split);
+            }
+            Op::PeerUpd {
+                sid,
+                consumed,
+                window,
+                split,
+            } => {
+                let id = self.sid(sid);
+                let sent = self.streams.get(&id).map_or(0, |s| s.sent);
+                let consumed = match consumed {
+                    Consumed::Sent => sent,
+                    Consumed::SentMinus(d) => sent.wrapping_sub(u32::from(d)),
+                    Consumed::SentPlus(d) => sent.wrapping_add(u32::from(d)),
+                    Consumed::Raw(c) => c,
+                };
+                let window = match window {
+                    Window::Of(k) => [0, 1, 4096, 65536, 262_144, u32::MAX][usize::from(k) % 6],
+                    Window::Raw(w) => w,
+                };
+                let mut wire = Header::new(self.version(), Cmd::Upd, UPD_LEN as u16, id)
+                    .encode()
+                    .to_vec();
+                wire.extend(encode_upd(consumed, window));
+                self.deliver(&wire, split);
+            }
+            Op::Pump => self.input(),
+            Op::Open => self.open(),
+            Op::Accept => self.accept(),
+            Op::Write { sid, len, big } => {
+                let id = self.sid(sid);
+                let n = usize::from(len) * if big { 4 } else { 1 };
+                self.write(id, n);
+            }
+            Op::Read { sid, len } => {
+                let id = self.sid(sid);
+                self.read(id, usize::from(len));
+            }
+            Op::ReadChunk { sid, max } => {
+                let id = self.sid(sid);
+                self.read_chunk(id, usize::from(max));
+            }
+            Op::Flush { sid } => {
+                let id = self.sid(sid);
+                self.flush(id);
+            }
+            Op::ShutdownWrite { sid } => {
+                let id = self.sid(sid);
+                self.shutdown_write(id);
+            }
+            Op::Release { sid, which } => {
+                let id = self.sid(sid);
+                self.release(id, which & BOTH_HANDLES);
+            }
+            Op::ReadDeadline { sid, ms } => {
+                let id = self.sid(sid);
+                let d = ms.map(|ms| now + Duration::from_millis(u64::from(ms)));
+                self.conn.set_read_deadline(id, d);
+                if let Some(s) = self.streams.get_mut(&id) {
+                    s.read_deadline = d;
+                }
+            }
+            Op::WriteDeadline { sid, ms } => {
+                let id = self.sid(sid);
+                let d = ms.map(|ms| now + Duration::from_millis(u64::from(ms)));
+                self.conn.set_write_deadline(id, d);
+                if let Some(s) = self.streams.get_mut(&id) {
+                    s.write_deadline = d;
+                }
+            }
+            Op::Close => {
+                let was_closed = self.conn.is_closed();
+                assert_eq!(self.conn.close(now), !was_closed, "close result");
+                assert!(self.conn.is_closed());
+            }
+            Op::Advance { ms } => {
+                self.now += Duration::from_millis(u64::from(ms));
+                self.conn.handle_timeout(self.now);
+                if !self.conn.is_terminated() {
+                    if let Some(t) = self.conn.poll_timeout() {
+                        assert!(t > self.now, "a timer is still due after handle_timeout");
+                    }
+                }
+            }
+            Op::Transmit { max } => {
+                let max = if max == u16::MAX {
+                    usize::MAX
+                } else {
+                    usize::from(max) * 8
+                };
+                self.transmit(max);
+            }
+            Op::Drain { n } => {
+                let n = if n == u16::MAX {
+                    usize::MAX
+                } else {
+                    usize::from(n) * 16
+                };
+                self.drain(n);
+            }
+            // Events are drained after every step (see `check`), as a driver does.
+            Op::Events => {}
+            Op::Eof => self.conn.handle_eof(),
+            Op::IoError => self
+                .conn
+                .handle_io_error(std::io::Error::other("fuzzed I/O error")),
+            Op::PeerSyns { count } => {
+                let mut wire = Vec::new();
+                for _ in 0..count % 1100 {
+                    let id = self.sid(Sid(252));
+                    wire.extend_from_slice(&Header::new(self.version(), Cmd::Syn, 0, id).encode());
+                }
+                self.deliver(&wire, 0);
+            }
+            Op::Shutdown => {
+                if self.conn.wants_shutdown() {
+                    self.conn.handle_shutdown();
+                    assert!(self.conn.is_terminated());
+                }
+            }
+        }
+    }
+
+    /// Peer bytes into the receive buffer in two pieces, `handle_input` after each.
+    fn deliver(&mut self, bytes: &[u8], split: u16) {
+        let use_prepare = split & 1 != 0;
+        let cut = usize::from(split >> 1) % (bytes.len() + 1);
+        for piece in [&bytes[..cut], &bytes[cut..]] {
+            if piece.is_empty() {
+                continue;
+            }
+            if use_prepare {
+                let mut p = piece;
+                while !p.is_empty() {
+                    let b = self.rb.prepare();
+                    let room = (b.capacity() - b.len()).max(1).min(p.len());
+                    b.extend_from_slice(&p[..room]);
+                    p = &p[room..];
+                }
+            } else {
+                self.rb.extend_from_slice(piece);
+            }
+            self.mirror.extend_from_slice(piece);
+            self.input();
+        }
+    }
+
+    /// `handle_input`, then replay the consumed frames on the model.
+    fn input(&mut self) {
+        let version = self.version();
+        let was_terminated = self.conn.is_terminated();
+        let was_closed = self.conn.is_closed();
+        assert_eq!(self.rb.len(), self.mirror.len());
+        self.conn.handle_input(&mut self.rb);
+        let consumed = self.mirror.len() - self.rb.len();
+        if was_terminated {
+            assert_eq!(consumed, 0, "a terminated session read input");
+        }
+        let bytes: Vec<u8> = self.mirror.drain(..consumed).collect();
+        let mut off = 0;
+        let mut window_kill = None;
+        while off < bytes.len() {
+            assert!(
+                window_kill.is_none(),
+                "read on after an impossible window update"
+            );
+            assert!(bytes.len() - off >= HEADER_LEN, "consumed half a header");
+            let hb: &[u8; HEADER_LEN] = bytes[off..off + HEADER_LEN].try_into().expect("8");
+            let h = Header::decode(hb, version).expect("consumed a malformed frame");
+            let end = off + HEADER_LEN + usize::from(h.len);
+            assert!(end <= bytes.len(), "consumed half a frame");
+            if self.apply_peer_frame(&h, &bytes[off + HEADER_LEN..end], was_closed) {
+                window_kill = Some(h.stream_id);
+            }
+            self.stats.frames_in += 1;
+            off = end;
+        }
+        // Learn the serials of streams the peer just opened.
+        for (id, s) in self.streams.iter_mut() {
+            if s.serial == 0 {
+                s.serial = self
+                    .conn
+                    .stream_serial(*id)
+                    .expect("a stream vanished while reading");
+            }
+        }
+        if let Some(id) = window_kill {
+            assert!(
+                self.conn.is_terminated(),
+                "impossible UPD did not end the session"
+            );
+            if !was_closed {
+                let expected = Error::Protocol(ProtocolError::ConsumedMoreThanSent { stream: id });
+                assert_eq!(
+                    self.conn.close_reason().map(err_text),
+                    Some(err_text(&expected))
+                );
+            }
+        } else if self.conn.is_terminated() {
+            if !was_terminated {
+                // Otherwise only a malformed header ends a session while reading.
+                let hb: &[u8; HEADER_LEN] = self
+                    .mirror
+                    .get(..HEADER_LEN)
+                    .expect("died without a complete header")
+                    .try_into()
+                    .expect("8");
+                let e = Header::decode(hb, version).expect_err("died on a valid header");
+                if !was_closed {
+                    match self.conn.close_reason() {
+                        Some(Error::Protocol(p)) => assert_eq!(*p, e),
+                        other => panic!("expected Protocol({e:?}), got {other:?}"),
+                    }
+                }
+            }
+        } else if self.conn.wants_read() {
+            // No complete frame may be left behind.
+            if let Some(hb) = self.mirror.get(..HEADER_LEN) {
+                let hb: &[u8; HEADER_LEN] = hb.try_into().expect("8");
+                let h = Header::decode(hb, version).expect("malformed header not detected");
+                assert!(
+                    self.mirror.len() < HEADER_LEN + usize::from(h.len),
+                    "a complete frame was left unread"
+                );
+            }
+        } else {
+            assert!(
+                self.conn.buffered_bytes() >= self.config.max_receive_buffer
+                    || self.conn.pending_accepts() >= ACCEPT_BACKLOG,
+                "reading paused without a reason"
+            );
+        }
+    }
+
+    /// Replays one consumed peer frame on the model. `closing`: the session was closed
+    /// before this input (a closing session drops data). Returns whether the frame must have
+    /// ended the session (an impossible v2 window update).
+    fn apply_peer_frame(&mut self, h: &Header, payload: &[u8], closing: bool) -> bool {
+        let id = h.stream_id;
+        match h.cmd {
+            Cmd::Nop => {}
+            Cmd::Syn => {
+                if let Entry::Vacant(e) = self.streams.entry(id) {
+                    e.insert(StreamModel::new(false));
+                    self.accept_q.push_back(id);
+                    self.note_known(id);
+                }
+            }
+            Cmd::Fin => {
+                if let Some(s) = self.streams.get_mut(&id) {
+                    s.fin_received = true;
+                }
+            }
+            Cmd::Psh => {
+                if let Some(s) = self.streams.get_mut(&id) {
+                    if !s.read_closed && !closing {
+                        s.unread.extend(payload);
+                        self.total_unread += payload.len();
+                    }
+                }
+            }
+            Cmd::Upd => {
+                if let Some(s) = self.streams.get_mut(&id) {
+                    let (consumed, window) = decode_upd(payload.try_into().expect("8 bytes"));
+                    s.peer_consumed = consumed;
+                    s.peer_window = window;
+                    if s.allowed().is_none() {
+                        s.broken = true;
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    fn open(&mut self) {
+        let was_closed = self.conn.close_reason().cloned();
+        match self.conn.open() {
+            Ok(id) => {
+                assert!(was_closed.is_none(), "opened on a closed session");
+                let parity = if self.role == Role::Client { 1 } else { 0 };
+                assert_eq!(id % 2, parity, "wrong id parity");
+                assert!(id > self.last_opened, "ids must increase");
+                assert!(!self.streams.contains_key(&id), "id {id} is in use");
+                self.last_opened = id;
+                let mut s = StreamModel::new(true);
+                s.serial = self.conn.stream_serial(id).expect("registered");
+                self.streams.insert(id, s);
+                self.note_known(id);
+            }
+            Err(e) => match was_closed {
+                Some(c) => assert_eq!(err_text(&e), err_text(&c)),
+                None => assert!(matches!(e, Error::GoAway), "open failed: {e}"),
+            },
+        }
+    }
+
+    fn accept(&mut self) {
+        match self.conn.accept() {
+            Ok(Some(id)) => {
+                assert_eq!(self.accept_q.pop_front(), Some(id), "accept order");
+            }
+            Ok(None) => {
+                assert!(
+                    self.accept_q.is_empty(),
+                    "a stream waits but accept says none"
+                );
+                assert!(!self.conn.is_closed());
+            }
+            Err(_) => {
+                assert!(self.accept_q.is_empty());
+                assert!(self.conn.is_closed());
+            }
+        }
+    }
+
+    /// The error a read of `id` with nothing buffered and no FIN must return, if any.
+    fn read_error(&self, id: u32) -> Option<String> {
+        let Some(s) = self.streams.get(&id) else {
+            return Some(err_text(&Error::Closed));
+        };
+        if let Some(e) = self.conn.close_reason() {
+            return Some(err_text(e));
+        }
+        if s.read_deadline.is_some_and(|d| d <= self.now) {
+            return Some(err_text(&Error::Timeout));
+        }
+        None
+    }
+
+    fn note_read_wait(&mut self, id: u32, blocked: bool) {
+        if blocked {
+            self.read_waiters.insert(id);
+        } else {
+            self.read_waiters.remove(&id);
+        }
+    }
+
+    fn note_write_wait(&mut self, id: u32, kind: u8, blocked: bool) {
+        if blocked {
+            *self.write_waiters.entry(id).or_default() |= kind;
+        } else if let Some(k) = self.write_waiters.get_mut(&id) {
+            *k &= !kind;
+            if *k == 0 {
+                self.write_waiters.remove(&id);
+            }
+        }
+    }
+
+    /// Drains `poll_event`, then checks that no waiter that could make progress was left
+    /// asleep (a lost wake-up hangs a driver's task forever).
+    fn check_wakeups(&mut self) {
+        for _ in 0..10_000_000 {
+            match self.conn.poll_event() {
+                None => break,
+                Some(Event::Readable(id)) => {
+                    self.read_waiters.remove(&id);
+                }
+                Some(Event::Writable(id)) => {
+                    self.write_waiters.remove(&id);
+                }
+                Some(Event::Closed) => {
+                    self.read_waiters.clear();
+                    self.write_waiters.clear();
+                }
+                Some(Event::Incoming) => {}
+            }
+        }
+        let closed = self.conn.is_closed();
+        for id in &self.read_waiters {
+            let s = self
+                .streams
+                .get(id)
+                .expect("a waiting reader holds its stream");
+            let due = s.read_deadline.is_some_and(|d| d <= self.now);
+            assert!(
+                !(closed || due || s.fin_received || !s.unread.is_empty()),
+                "lost wake-up: reader of {id} (closed {closed}, deadline {due}, FIN {}, {} bytes)",
+                s.fin_received,
+                s.unread.len()
+            );
+        }
+        for (id, kinds) in &self.write_waiters {
+            let s = self
+                .streams
+                .get(id)
+                .expect("a waiting writer holds its stream");
+            let due = s.write_deadline.is_some_and(|d| d <= self.now);
+            assert!(
+                !(closed || due),
+                "lost wake-up: writer of {id} (closed or deadline)"
+            );
+            if kinds & WAIT_FLUSH != 0 {
+                assert!(s.queued > 0, "lost wake-up: flush of {id} done");
+            }
+            if kinds & WAIT_SHUTDOWN != 0 {
+                assert!(!s.fin_sent, "lost wake-up: FIN of {id} framed");
+            }
+            let window_closed = self.config.version == 2
+                && (s.allowed().unwrap_or(0) as usize).saturating_sub(s.queued) == 0;
+            if kinds & WAIT_WRITE != 0 && self.transmitted && !window_closed {
+                // With the small budgets used here a writer waits for its v2 window (woken by
+                // the UPD that opens it) or for session-wide room (the cap is below
+                // STREAM_SEND_BUFFER); every such writer is woken once a quarter of the cap is
+                // free again.
+                let cap = SESSION_SEND_BUFFER.min(self.config.max_receive_buffer);
+                assert!(
+                    cap - self.total_queued < cap / 4,
+                    "lost wake-up: writer of {id} with {} of {cap} bytes free",
+                    cap - self.total_queued
+                );
+            }
+        }
+    }
+
+    fn read(&mut self, id: u32, len: usize) {
+        let now = self.now;
+        let expect_err = self.read_error(id);
+        let r = self.conn.read(id, &mut self.read_buf[..len], now);
+        if len == 0 {
+            assert!(matches!(r, Ok(ReadOutcome::Data(0))), "{r:?}");
+            return;
+        }
+        self.note_read_wait(id, matches!(r, Ok(ReadOutcome::Blocked)));
+        match r {
+            Ok(ReadOutcome::Data(n)) => {
+                let s = self
+                    .streams
+                    .get_mut(&id)
+                    .expect("data from an unknown stream");
+                assert_eq!(n, len.min(s.unread.len()), "short read");
+                for (i, b) in s.unread.drain(..n).enumerate() {
+                    assert_eq!(self.read_buf[i], b, "wrong byte at {i} of a read of {id}");
+                }
+                s.total_read += n as u64;
+                self.total_unread -= n;
+                self.stats.bytes_read += n as u64;
+            }
+            Ok(ReadOutcome::Eof) => {
+                let s = self.streams.get(&id).expect("EOF from an unknown stream");
+                assert!(s.unread.is_empty() && s.fin_received, "early EOF");
+            }
+            Ok(ReadOutcome::Blocked) => {
+                let s = self.streams.get(&id).expect("blocked on an unknown stream");
+                assert!(
+                    s.unread.is_empty() && !s.fin_received,
+                    "blocked with data or FIN"
+                );
+                assert_eq!(expect_err, None, "blocked instead of failing");
+            }
+            Err(e) => {
+                if let Some(s) = self.streams.get(&id) {
+                    assert!(s.unread.is_empty(), "error before buffered data");
+                    assert!(!s.fin_received, "error instead of EOF");
+                }
+                assert_eq!(Some(err_text(&e)), expect_err, "read error");
+            }
+        }
+    }
+
+    fn read_chunk(&mut self, id: u32, max: usize) {
+        let expect_err = self.read_error(id);
+        let r = self.conn.read_chunk(id, max, self.now);
+        self.note_read_wait(id, matches!(r, Ok(ChunkOutcome::Blocked)));
+        match r {
+            Ok(ChunkOutcome::Data(b)) => {
+                let s = self
+                    .streams
+                    .get_mut(&id)
+                    .expect("data from an unknown stream");
+                assert!(
+                    !b.is_empty() && b.len() <= max.max(1),
+                    "chunk of {}",
+                    b.len()
+                );
+                assert!(b.len() <= s.unread.len());
+                for (i, x) in s.unread.drain(..b.len()).enumerate() {
+                    assert_eq!(b[i], x, "wrong byte at {i} of a chunk of {id}");
+                }
+                s.total_read += b.len() as u64;
+                self.total_unread -= b.len();
+                self.stats.bytes_read += b.len() as u64;
+            }
+            Ok(ChunkOutcome::Eof) => {
+                let s = self.streams.get(&id).expect("EOF from an unknown stream");
+                assert!(s.unread.is_empty() && s.fin_received, "early EOF");
+            }
+            Ok(ChunkOutcome::Blocked) => {
+                let s = self.streams.get(&id).expect("blocked on an unknown stream");
+                assert!(
+                    s.unread.is_empty() && !s.fin_received,
+                    "blocked with data or FIN"
+                );
+                assert_eq!(expect_err, None, "blocked instead of failing");
+            }
+            Err(e) => {
+                if let Some(s) = self.streams.get(&id) {
+                    assert!(s.unread.is_empty() && !s.fin_received);
+                }
+                assert_eq!(Some(err_text(&e)), expect_err, "read_chunk error");
+            }
+        }
+    }
+
+    /// The error `write` must return for `id`, if any.
+    fn write_error(&self, id: u32) -> Option<String> {
+        let Some(s) = self.streams.get(&id) else {
+            return Some(err_text(&Error::Closed));
+        };
+        if s.write_closed {
+            return Some(err_text(&Error::Closed));
+        }
+        // An impossible window update ends the whole session: the close reason covers it.
+        if let Some(e) = self.conn.close_reason() {
+            return Some(err_text(e));
+        }
+        if s.write_deadline.is_some_and(|d| d <= self.now) {
+            return Some(err_text(&Error::Timeout));
+        }
+        None
+    }
+
+    fn write(&mut self, id: u32, n: usize) {
+        let expect_err = self.write_error(id);
+        let cap = SESSION_SEND_BUFFER.min(self.config.max_receive_buffer);
+        let session_room = cap.saturating_sub(self.total_queued);
+        let offset = self.streams.get(&id).map_or(0, |s| s.accepted);
+        let st = start(id, offset);
+        let data = &pattern()[st..st + n];
+        let r = self.conn.write(id, data, self.now);
+        self.note_write_wait(id, WAIT_WRITE, matches!(r, Ok(Progress::Blocked)));
+        match r {
+            Err(e) => assert_eq!(Some(err_text(&e)), expect_err, "write error"),
+            Ok(p) => {
+                assert_eq!(expect_err, None, "write succeeded: {p:?}");
+                let v2 = self.config.version == 2;
+                let s = self.streams.get_mut(&id).expect("checked");
+                // v2: no more is accepted than the peer's window can take.
+                let window_room = if v2 {
+                    (s.allowed().unwrap_or(0) as usize).saturating_sub(s.queued)
+                } else {
+                    usize::MAX
+                };
+                let room = STREAM_SEND_BUFFER
+                    .saturating_sub(s.queued)
+                    .min(session_room)
+                    .min(window_room);
+                if n == 0 {
+                    assert_eq!(p, Progress::Ready(0));
+                } else if room == 0 {
+                    assert_eq!(p, Progress::Blocked, "write with no room");
+                } else {
+                    assert_eq!(
+                        p,
+                        Progress::Ready(n.min(room)),
+                        "write took the wrong amount"
+                    );
+                    s.accepted += n.min(room) as u64;
+                    s.queued += n.min(room);
+                    self.total_queued += n.min(room);
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, id: u32) {
+        let r = self.conn.flush(id, self.now);
+        self.note_write_wait(id, WAIT_FLUSH, matches!(r, Ok(Progress::Blocked)));
+        if let Some(e) = self.conn.close_reason() {
+            // Once the session has ended, flush reports it, queued data or not.
+            let e = err_text(e);
+            assert_eq!(
+                r.err().map(|e| err_text(&e)),
+                Some(e),
+                "flush after the end"
+            );
+            return;
+        }
+        let Some(s) = self.streams.get(&id) else {
+            assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+            return;
+        };
+        if s.queued == 0 {
+            assert_eq!(r.ok(), Some(Progress::Ready(0)));
+            return;
+        }
+        let expect = if let Some(e) = self.conn.close_reason() {
+            Some(err_text(e))
+        } else if s.write_deadline.is_some_and(|d| d <= self.now) {
+            Some(err_text(&Error::Timeout))
+        } else {
+            None
+        };
+        match r {
+            Ok(p) => {
+                assert_eq!(p, Progress::Blocked);
+                assert_eq!(expect, None);
+            }
+            Err(e) => assert_eq!(Some(err_text(&e)), expect, "flush error"),
+        }
+    }
+
+    fn shutdown_write(&mut self, id: u32) {
+        let r = self.conn.shutdown_write(id, self.now);
+        self.note_write_wait(id, WAIT_SHUTDOWN, matches!(r, Ok(Progress::Blocked)));
+        let closed = self.conn.close_reason().map(err_text);
+        let now = self.now;
+        let Some(s) = self.streams.get_mut(&id) else {
+            assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+            return;
+        };
+        if s.fin_sent {
+            assert_eq!(r.ok(), Some(Progress::Ready(0)));
+            return;
+        }
+        s.write_closed = true;
+        let expect = if closed.is_some() {
+            closed
+        } else if s.write_deadline.is_some_and(|d| d <= now) {
+            Some(err_text(&Error::Timeout))
+        } else {
+            None
+        };
+        match r {
+            Ok(p) => {
+                assert_eq!(p, Progress::Blocked);
+                assert_eq!(expect, None);
+            }
+            Err(e) => assert_eq!(Some(err_text(&e)), expect, "shutdown_write error"),
+        }
+    }
+
+    fn release(&mut self, id: u32, which: u8) {
+        self.conn.release(id, which);
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let which = which & s.handles;
+        if which & READ_HANDLE != 0 {
+            self.read_waiters.remove(&id);
+            s.read_closed = true;
+            self.total_unread -= s.unread.len();
+            s.unread.clear();
+            s.read_deadline = None;
+        }
+        if which & WRITE_HANDLE != 0 {
+            self.write_waiters.remove(&id);
+            s.write_deadline = None;
+            s.write_closed = true;
+        }
+        s.handles &= !which;
+        if s.handles == 0 {
+            self.orphans.insert(id);
+        }
+    }
+
+    fn transmit(&mut self, max: usize) {
+        let before = self.tx.len();
+        let terminated = self.conn.is_terminated();
+        self.conn.poll_transmit(&mut self.tx, max);
+        if terminated {
+            assert_eq!(self.tx.len(), before, "a terminated session transmitted");
+            return;
+        }
+        let all = self.tx.to_vec();
+        assert_eq!(all.len(), self.tx.len());
+        let new = &all[before..];
+        let mut off = 0;
+        while off < new.len() {
+            assert!(new.len() - off >= HEADER_LEN, "half a header transmitted");
+            let hb: &[u8; HEADER_LEN] = new[off..off + HEADER_LEN].try_into().expect("8");
+            let h = Header::decode(hb, self.version()).expect("transmitted a malformed header");
+            let end = off + HEADER_LEN + usize::from(h.len);
+            assert!(end <= new.len(), "half a frame transmitted");
+            self.check_sent_frame(&h, &new[off + HEADER_LEN..end]);
+            self.stats.frames_out += 1;
+            off = end;
+        }
+        if max == usize::MAX && (self.streams.len() <= 16 || self.steps.is_multiple_of(32)) {
+            // Everything that can go went.
+            let v2 = self.config.version == 2;
+            for (id, s) in &self.streams {
+                if s.local {
+                    assert!(s.syn_sent, "SYN of {id} held back");
+                }
+                if s.queued > 0 {
+                    assert!(
+                        v2 && s.allowed() == Some(0),
+                        "data of {id} held back with window {:?}",
+                        s.allowed()
+                    );
+                } else if s.write_closed {
+                    assert!(s.fin_sent, "FIN of {id} held back");
+                }
+            }
+            assert_eq!(
+                self.conn.has_pending_transmit(),
+                self.conn.queued_send_bytes() > 0
+            );
+        }
+        if self.tx.len() > 128 * 1024 {
+            self.drain(usize::MAX);
+        }
+    }
+
+    fn check_sent_frame(&mut self, h: &Header, payload: &[u8]) {
+        let id = h.stream_id;
+        if h.cmd == Cmd::Nop {
+            assert_eq!(id, 0, "NOP on a stream");
+            return;
+        }
+        let max_frame = self.config.max_frame_size;
+        let v2 = self.config.version == 2;
+        let max_stream_buffer = self.config.max_stream_buffer as u32;
+        let s = self
+            .streams
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("{:?} for unknown stream {id}", h.cmd));
+        if h.cmd == Cmd::Syn {
+            assert!(
+                s.local && !s.syn_sent,
+                "SYN for {id} twice or for a peer stream"
+            );
+            s.syn_sent = true;
+            return;
+        }
+        if s.local {
+            assert!(s.syn_sent, "{:?} before SYN on {id}", h.cmd);
+        }
+        match h.cmd {
+            Cmd::Psh => {
+                let n = payload.len();
+                assert!(n > 0 && n <= max_frame, "PSH of {n} bytes");
+                assert!(!s.fin_sent, "PSH after FIN on {id}");
+                assert!(!s.broken, "PSH on a broken window");
+                assert!(n <= s.queued, "PSH of data never written");
+                let st = start(id, s.transmitted);
+                assert_eq!(
+                    payload,
+                    &pattern()[st..st + n],
+                    "PSH data out of order on {id}"
+                );
+                if v2 {
+                    let allowed = s.allowed().expect("window broken");
+                    assert!(
+                        n as u64 <= u64::from(allowed),
+                        "PSH of {n} beyond window {allowed}"
+                    );
+                }
+                s.transmitted += n as u64;
+                s.queued -= n;
+                self.total_queued -= n;
+                s.sent = s.sent.wrapping_add(n as u32);
+                self.stats.bytes_sent += n as u64;
+            }
+            Cmd::Fin => {
+                assert!(!s.fin_sent, "second FIN on {id}");
+                assert!(s.write_closed, "FIN without shutdown");
+                assert_eq!(s.queued, 0, "FIN ahead of data");
+                s.fin_sent = true;
+                self.stats.fins_out += 1;
+            }
+            Cmd::Upd => {
+                self.stats.upds_out += 1;
+                assert!(v2, "UPD in v1");
+                let (consumed, window) = decode_upd(payload.try_into().expect("8 bytes"));
+                assert_eq!(window, max_stream_buffer, "UPD window");
+                assert_ne!(consumed, 0, "UPD with CONSUMED 0");
+                let ahead = (s.total_read as u32).wrapping_sub(consumed) as i32;
+                assert!(
+                    ahead >= 0,
+                    "UPD claims {consumed} read, only {}",
+                    s.total_read
+                );
+            }
+            Cmd::Syn | Cmd::Nop => unreachable!(),
+        }
+    }
+
+    fn drain(&mut self, n: usize) {
+        let all = self.tx.to_vec();
+        {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let k = self.tx.io_slices(&mut slices);
+            let mut joined = Vec::new();
+            for s in &slices[..k] {
+                joined.extend_from_slice(s);
+            }
+            assert!(all.starts_with(&joined), "io_slices out of order");
+            assert!(
+                k == MAX_IOVECS || joined.len() == all.len(),
+                "io_slices lost bytes"
+            );
+        }
+        assert!(all.starts_with(self.tx.chunk()), "chunk out of order");
+        let n = n.min(self.tx.len());
+        self.tx.advance(n);
+        if n > 0 {
+            self.conn.handle_transmitted();
+        }
+        assert_eq!(self.tx.to_vec(), &all[n..], "advance");
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Invariants.
+
+    /// Invariants after a step. The O(streams) cross-checks run after every step while the
+    /// table is small (16 streams), and every 32 steps (and when `full`) otherwise.
+    fn check(&mut self, full: bool) {
+        self.steps += 1;
+        if self.conn.is_terminated() && !self.terminated {
+            self.terminated = true;
+            self.total_queued = 0;
+            for s in self.streams.values_mut() {
+                s.queued = 0;
+                s.read_deadline = None;
+                s.write_deadline = None;
+            }
+        }
+        // Entries the connection removed: only streams without handles may go.
+        let terminated = self.terminated;
+        let gone: Vec<u32> = self
+            .orphans
+            .iter()
+            .copied()
+            .filter(|id| self.conn.stream_serial(*id).is_none())
+            .collect();
+        for id in gone {
+            self.orphans.remove(&id);
+            self.read_waiters.remove(&id);
+            self.write_waiters.remove(&id);
+            let s = self.streams.remove(&id).expect("orphans are in the table");
+            assert_eq!(s.handles, 0);
+            assert!(
+                s.fin_sent || terminated,
+                "stream {id} removed before its FIN"
+            );
+            assert!(s.unread.is_empty());
+        }
+        self.check_wakeups();
+        let c = &self.conn;
+        let cap = self.config.max_receive_buffer;
+        assert!(
+            c.buffered_bytes() <= cap + u16::MAX as usize,
+            "budget overdrawn"
+        );
+        assert!(
+            c.queued_send_bytes() <= SESSION_SEND_BUFFER.min(cap),
+            "send cap"
+        );
+        assert_eq!(c.buffered_bytes(), self.total_unread, "budget accounting");
+        assert_eq!(c.queued_send_bytes(), self.total_queued, "send accounting");
+        assert_eq!(c.table_len(), self.streams.len(), "stream table");
+        assert_eq!(c.pending_accepts(), self.accept_q.len(), "accept queue");
+        if self.terminated {
+            assert!(c.is_closed());
+            assert!(!c.wants_read());
+            assert!(!c.has_pending_transmit());
+            assert!(!c.wants_shutdown());
+            assert_eq!(c.poll_timeout(), None);
+        }
+        if !(full || self.streams.len() <= 16 || self.steps.is_multiple_of(32)) {
+            return;
+        }
+        for (id, s) in &self.streams {
+            let serial = c.stream_serial(*id);
+            assert_eq!(serial, Some(s.serial), "stream {id} removed or replaced");
+        }
+        let unread: usize = self.streams.values().map(|s| s.unread.len()).sum();
+        assert_eq!(unread, self.total_unread);
+        let queued: usize = self.streams.values().map(|s| s.queued).sum();
+        assert_eq!(queued, self.total_queued);
+        let live = self.streams.values().filter(|s| s.handles != 0).count();
+        assert_eq!(c.live_handles(), live, "live handles");
+        let open = if c.is_closed() {
+            0
+        } else {
+            self.streams
+                .values()
+                .filter(|s| {
+                    s.handles != 0 && !(s.fin_sent && s.fin_received && s.unread.is_empty())
+                })
+                .count()
+        };
+        assert_eq!(c.num_streams(), open, "num_streams");
+    }
+}
