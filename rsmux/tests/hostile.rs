@@ -62,6 +62,8 @@ enum Policy {
 struct Server {
     addr: std::net::SocketAddr,
     sessions: Arc<Mutex<Vec<Session>>>,
+    /// Counts sessions started, so a test can wait for the server to see its connection.
+    started: tokio::sync::watch::Receiver<usize>,
     policies: Arc<Mutex<VecDeque<Policy>>>,
 }
 
@@ -72,10 +74,12 @@ impl Server {
         let sessions = Arc::new(Mutex::new(Vec::new()));
         let policies: Arc<Mutex<VecDeque<Policy>>> = Arc::default();
         let (s, p) = (sessions.clone(), policies.clone());
+        let (count, started) = tokio::sync::watch::channel(0);
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let session = Session::server(tcp, config()).unwrap();
                 s.lock().unwrap().push(session.clone());
+                count.send_modify(|n| *n += 1);
                 let policy = p.lock().unwrap().pop_front().unwrap_or(Policy::Echo);
                 tokio::spawn(serve(session, policy));
             }
@@ -83,6 +87,7 @@ impl Server {
         Server {
             addr,
             sessions,
+            started,
             policies,
         }
     }
@@ -91,8 +96,13 @@ impl Server {
         self.policies.lock().unwrap().push_back(policy);
     }
 
-    /// The server-side session of the `n`th connection.
-    fn session(&self, n: usize) -> Session {
+    /// The server-side session of the `n`th connection, once the server has started it.
+    async fn session(&self, n: usize) -> Session {
+        let mut started = self.started.clone();
+        timeout(Duration::from_secs(5), started.wait_for(|&count| count > n))
+            .await
+            .expect("the server never started the session")
+            .unwrap();
         self.sessions.lock().unwrap()[n].clone()
     }
 
@@ -194,7 +204,8 @@ async fn malformed_input_ends_the_session_with_a_protocol_error() {
         let _ = timeout(Duration::from_secs(2), tcp.read_to_end(&mut sink))
             .await
             .unwrap_or_else(|_| panic!("{name}: server kept the connection"));
-        let session = server.session(n);
+        // Sessions alternate: this case's attacker, then the well-behaved client's.
+        let session = server.session(2 * n).await;
         ended_within(&session, Duration::from_secs(2)).await;
         assert!(
             matches!(session.close_reason(), Some(Error::Protocol(_))),
@@ -204,7 +215,6 @@ async fn malformed_input_ends_the_session_with_a_protocol_error() {
         let grown = counting::peak() - before;
         assert!(grown < 2 << 20, "{name}: {grown} bytes");
         server.assert_serves_others().await;
-        server.sessions.lock().unwrap().pop(); // the helper's session
     }
 }
 
@@ -222,7 +232,7 @@ async fn syn_flood_is_throttled_by_the_accept_backlog() {
     }
     // Loopback buffers may take it all or stall part of it; either way we stop sending.
     let _ = timeout(Duration::from_secs(2), tcp.write_all(&wire)).await;
-    let session = server.session(0);
+    let session = server.session(0).await;
     assert!(session.num_streams() <= rsmux::proto::ACCEPT_BACKLOG);
     let took = ended_within(&session, 3 * KEEPALIVE_TIMEOUT).await;
     assert!(matches!(
@@ -256,7 +266,7 @@ async fn data_for_unknown_streams_costs_nothing() {
     let grown = counting::peak() - before;
     eprintln!("32 MiB to unknown streams: peak {grown} B over baseline");
     assert!(grown < 1 << 20, "{grown} bytes");
-    assert!(server.session(0).close_reason().is_none());
+    assert!(server.session(0).await.close_reason().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,7 +284,7 @@ async fn slowloris_is_cut_off_by_keepalive() {
         }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let session = server.session(0);
+    let session = server.session(0).await;
     let took = ended_within(&session, 2 * KEEPALIVE_TIMEOUT + Duration::from_secs(1)).await;
     assert!(matches!(
         session.close_reason(),
@@ -315,7 +325,7 @@ async fn reset_mid_frame_is_an_error_not_eof() {
         ),
         "{err}"
     );
-    let session = server.session(0);
+    let session = server.session(0).await;
     ended_within(&session, Duration::from_secs(1)).await;
     server.assert_serves_others().await;
 }
@@ -354,7 +364,7 @@ async fn peer_that_never_reads_cannot_grow_our_memory() {
     }
     let sent = timeout(Duration::from_secs(3), w.write_all(&wire)).await;
     eprintln!("never-reading peer: all 16 MiB written: {}", sent.is_ok());
-    let session = server.session(0);
+    let session = server.session(0).await;
     // The peer is now silent and reads nothing: the session must not live on.
     let took = ended_within(&session, 3 * KEEPALIVE_TIMEOUT + Duration::from_secs(2)).await;
     let grown = counting::peak() - before - wire.capacity() as isize - payload.capacity() as isize;
