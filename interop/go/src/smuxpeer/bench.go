@@ -110,22 +110,7 @@ func runBenchServer(args []string) {
 	parse(fs, c, args)
 	cfg := c.config()
 	ln := listen(*addr)
-	acceptLoop(ln, func(conn net.Conn) {
-		sess, err := smux.Server(conn, cfg)
-		if err != nil {
-			logf("smux.Server: %v", err)
-			conn.Close()
-			return
-		}
-		defer sess.Close()
-		for {
-			st, err := sess.AcceptStream()
-			if err != nil {
-				return
-			}
-			go benchServeStream(st)
-		}
-	})
+	serveStreams(ln, cfg, benchServeStream)
 }
 
 // benchTransfer runs request/response rounds on one stream until deadline; returns bytes moved.

@@ -154,6 +154,36 @@ func acceptLoop(ln net.Listener, handle func(net.Conn)) {
 	}
 }
 
+// serveSessions runs an smux server session on every TCP connection accepted on ln and
+// hands it to handle; the session is closed when handle returns.
+func serveSessions(ln net.Listener, cfg *smux.Config, handle func(*smux.Session)) {
+	acceptLoop(ln, func(conn net.Conn) {
+		sess, err := smux.Server(conn, cfg)
+		if err != nil {
+			logf("smux.Server: %v", err)
+			conn.Close()
+			return
+		}
+		defer sess.Close()
+		handle(sess)
+	})
+}
+
+// serveStreams is serveSessions with every accepted stream passed to handle on its own
+// goroutine.
+func serveStreams(ln net.Listener, cfg *smux.Config, handle func(*smux.Stream)) {
+	serveSessions(ln, cfg, func(sess *smux.Session) {
+		for {
+			st, err := sess.AcceptStream()
+			if err != nil {
+				vlogf("session ended: %v", err)
+				return
+			}
+			go handle(st)
+		}
+	})
+}
+
 // pattern returns n bytes of the deterministic test pattern for seed: an xorshift32
 // sequence, each 32-bit state emitted little-endian.  The Rust tests implement the
 // same function (see rsmux/tests/interop_go.rs).
@@ -371,14 +401,7 @@ func runOpener(args []string) {
 	parse(fs, c, args)
 	cfg := c.config()
 	ln := listen(*addr)
-	acceptLoop(ln, func(conn net.Conn) {
-		sess, err := smux.Server(conn, cfg)
-		if err != nil {
-			logf("smux.Server: %v", err)
-			conn.Close()
-			return
-		}
-		defer sess.Close()
+	serveSessions(ln, cfg, func(sess *smux.Session) {
 		var wg sync.WaitGroup
 		var failed int32
 		var mu sync.Mutex
@@ -442,51 +465,35 @@ func runSlowReader(args []string) {
 	parse(fs, c, args)
 	cfg := c.config()
 	ln := listen(*addr)
-	acceptLoop(ln, func(conn net.Conn) {
-		sess, err := smux.Server(conn, cfg)
-		if err != nil {
-			logf("smux.Server: %v", err)
-			conn.Close()
-			return
-		}
-		defer sess.Close()
+	serveStreams(ln, cfg, func(st *smux.Stream) {
+		defer st.Close()
+		time.Sleep(time.Duration(*pause) * time.Millisecond)
+		buf := make([]byte, *chunk)
+		var count uint64
+		h := uint64(fnvOffset)
 		for {
-			st, err := sess.AcceptStream()
+			n, err := st.Read(buf)
+			count += uint64(n)
+			h = fnv1a64(h, buf[:n])
+			if err == io.EOF {
+				break
+			}
 			if err != nil {
-				vlogf("session ended: %v", err)
+				logf("stream %d: read error after %d bytes: %v", st.ID(), count, err)
+				say("slowreader error: %v", err)
 				return
 			}
-			go func(st *smux.Stream) {
-				defer st.Close()
-				time.Sleep(time.Duration(*pause) * time.Millisecond)
-				buf := make([]byte, *chunk)
-				var count uint64
-				h := uint64(fnvOffset)
-				for {
-					n, err := st.Read(buf)
-					count += uint64(n)
-					h = fnv1a64(h, buf[:n])
-					if err == io.EOF {
-						break
-					}
-					if err != nil {
-						logf("stream %d: read error after %d bytes: %v", st.ID(), count, err)
-						say("slowreader error: %v", err)
-						return
-					}
-					if *delay > 0 {
-						time.Sleep(time.Duration(*delay) * time.Millisecond)
-					}
-				}
-				var out [16]byte
-				binary.LittleEndian.PutUint64(out[:8], count)
-				binary.LittleEndian.PutUint64(out[8:], h)
-				if _, err := st.Write(out[:]); err != nil {
-					logf("stream %d: writing result: %v", st.ID(), err)
-				}
-				say("slowreader stream %d: %d bytes fnv %016x", st.ID(), count, h)
-			}(st)
+			if *delay > 0 {
+				time.Sleep(time.Duration(*delay) * time.Millisecond)
+			}
 		}
+		var out [16]byte
+		binary.LittleEndian.PutUint64(out[:8], count)
+		binary.LittleEndian.PutUint64(out[8:], h)
+		if _, err := st.Write(out[:]); err != nil {
+			logf("stream %d: writing result: %v", st.ID(), err)
+		}
+		say("slowreader stream %d: %d bytes fnv %016x", st.ID(), count, h)
 	})
 }
 
@@ -504,38 +511,22 @@ func runSlowWriter(args []string) {
 	parse(fs, c, args)
 	cfg := c.config()
 	ln := listen(*addr)
-	acceptLoop(ln, func(conn net.Conn) {
-		sess, err := smux.Server(conn, cfg)
-		if err != nil {
-			logf("smux.Server: %v", err)
-			conn.Close()
-			return
-		}
-		defer sess.Close()
-		for {
-			st, err := sess.AcceptStream()
+	serveStreams(ln, cfg, func(st *smux.Stream) {
+		defer st.Close()
+		start := time.Now()
+		data := pattern(st.ID(), *nbytes)
+		for off := 0; off < len(data); {
+			end := off + *chunk
+			if end > len(data) {
+				end = len(data)
+			}
+			n, err := st.Write(data[off:end])
+			off += n
 			if err != nil {
-				vlogf("session ended: %v", err)
+				say("write error on stream %d after %d bytes: %v", st.ID(), off, err)
 				return
 			}
-			go func(st *smux.Stream) {
-				defer st.Close()
-				start := time.Now()
-				data := pattern(st.ID(), *nbytes)
-				for off := 0; off < len(data); {
-					end := off + *chunk
-					if end > len(data) {
-						end = len(data)
-					}
-					n, err := st.Write(data[off:end])
-					off += n
-					if err != nil {
-						say("write error on stream %d after %d bytes: %v", st.ID(), off, err)
-						return
-					}
-				}
-				say("wrote %d bytes on stream %d in %d ms", len(data), st.ID(), time.Since(start).Milliseconds())
-			}(st)
 		}
+		say("wrote %d bytes on stream %d in %d ms", len(data), st.ID(), time.Since(start).Milliseconds())
 	})
 }

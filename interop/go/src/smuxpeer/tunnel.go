@@ -108,30 +108,14 @@ func runTunnelServer(args []string) {
 	}
 	cfg := c.config()
 	ln := listen(*addr)
-	acceptLoop(ln, func(conn net.Conn) {
-		sess, err := smux.Server(conn, cfg)
+	serveStreams(ln, cfg, func(st *smux.Stream) {
+		tc, err := net.DialTimeout("tcp", *target, 10*time.Second)
 		if err != nil {
-			logf("smux.Server: %v", err)
-			conn.Close()
+			logf("dial target %s: %v", *target, err)
+			st.Close()
 			return
 		}
-		defer sess.Close()
-		for {
-			st, err := sess.AcceptStream()
-			if err != nil {
-				vlogf("session ended: %v", err)
-				return
-			}
-			go func(st *smux.Stream) {
-				tc, err := net.DialTimeout("tcp", *target, 10*time.Second)
-				if err != nil {
-					logf("dial target %s: %v", *target, err)
-					st.Close()
-					return
-				}
-				pipeStream(st, tc, *halfclose)
-			}(st)
-		}
+		pipeStream(st, tc, *halfclose)
 	})
 }
 
