@@ -61,6 +61,16 @@ async fn echo(mut s: Stream) {
     let _ = s.shutdown().await;
 }
 
+/// Reads `r` to EOF within the test limit.
+async fn read_to_end<R: tokio::io::AsyncRead + Unpin>(mut r: R) -> Vec<u8> {
+    let mut out = Vec::new();
+    timeout(LIMIT, r.read_to_end(&mut out))
+        .await
+        .expect("no EOF within the limit")
+        .expect("read failed");
+    out
+}
+
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -137,11 +147,7 @@ async fn half_close_then_read_the_reply() {
         s.write(b"more").await.unwrap_err().kind(),
         std::io::ErrorKind::BrokenPipe
     );
-    let mut reply = Vec::new();
-    timeout(LIMIT, s.read_to_end(&mut reply))
-        .await
-        .unwrap()
-        .unwrap();
+    let reply = read_to_end(&mut s).await;
     assert_eq!(reply, b"request");
 }
 
@@ -179,11 +185,7 @@ async fn dropping_the_write_half_sends_fin() {
     w.write_all(b"last words").await.unwrap();
     drop(w);
     let mut peer = server.accept_stream().await.unwrap();
-    let mut got = Vec::new();
-    timeout(LIMIT, peer.read_to_end(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
+    let got = read_to_end(&mut peer).await;
     assert_eq!(got, b"last words");
 }
 
@@ -200,11 +202,7 @@ async fn dropping_a_stream_delivers_what_was_written_then_eof() {
         })
     };
     let mut peer = server.accept_stream().await.unwrap();
-    let mut got = Vec::new();
-    timeout(LIMIT, peer.read_to_end(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
+    let got = read_to_end(&mut peer).await;
     writer.await.unwrap();
     assert!(got == data, "data lost or reordered");
 }
@@ -522,11 +520,7 @@ async fn session_ends_when_every_handle_is_dropped() {
     s.write_all(b"abc").await.unwrap();
     drop(s);
     // The peer sees SYN, PSH "abc", FIN, then end-of-file.
-    let mut wire = Vec::new();
-    timeout(LIMIT, b.read_to_end(&mut wire))
-        .await
-        .unwrap()
-        .unwrap();
+    let wire = read_to_end(&mut b).await;
     assert_eq!(
         wire,
         [

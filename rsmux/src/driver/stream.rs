@@ -27,7 +27,15 @@ struct Handle {
 impl Handle {
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let mut inner = self.shared.lock();
-        let res = inner.conn.read(self.id, buf.initialize_unfilled(), now());
+        // Zero only the part of an uninitialized buffer this read can fill, not all of it.
+        let want = inner
+            .conn
+            .readable_bytes(self.id)
+            .clamp(1, buf.remaining().max(1));
+        let want = want.min(buf.remaining());
+        let res = inner
+            .conn
+            .read(self.id, buf.initialize_unfilled_to(want), now());
         let poll = match res {
             Ok(ReadOutcome::Data(n)) => {
                 buf.advance(n);

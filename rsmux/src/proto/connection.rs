@@ -199,6 +199,11 @@ impl Connection {
             .count()
     }
 
+    /// Received bytes of stream `id` not yet read.
+    pub fn readable_bytes(&self, id: u32) -> usize {
+        self.streams.get(&id).map_or(0, |s| s.recv.len())
+    }
+
     /// Identifies the stream now registered under `id` among all streams that ever had it.
     pub fn stream_serial(&self, id: u32) -> Option<u64> {
         self.streams.get(&id).map(|s| s.serial)
