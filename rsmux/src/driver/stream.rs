@@ -31,8 +31,8 @@ impl Handle {
         let want = inner
             .conn
             .readable_bytes(self.id)
-            .clamp(1, buf.remaining().max(1));
-        let want = want.min(buf.remaining());
+            .max(1)
+            .min(buf.remaining());
         let res = inner
             .conn
             .read(self.id, buf.initialize_unfilled_to(want), now());
