@@ -10,7 +10,9 @@ pub const MAX_BUFFER: usize = i32::MAX as usize;
 
 /// Configuration of one session.
 ///
-/// Field names follow Go's `smux.Config`; [`Config::default`] equals Go's `DefaultConfig()`.
+/// Field names follow Go's `smux.Config`; [`Config::default`] equals Go's `DefaultConfig()`
+/// plus [`stream_window_auto_tune`](Config::stream_window_auto_tune), which only changes the
+/// window values a v2 session advertises.
 /// Both peers must use the same [`version`](Config::version): there is no negotiation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -27,8 +29,21 @@ pub struct Config {
     /// Session-wide budget of received bytes not yet read by the application. The socket is not
     /// read while the budget is exhausted.
     pub max_receive_buffer: usize,
-    /// Per-stream window advertised to the peer (protocol version 2 only).
+    /// Per-stream window advertised to the peer (protocol version 2 only); with
+    /// [`stream_window_auto_tune`](Config::stream_window_auto_tune) the starting window.
     pub max_stream_buffer: usize,
+    /// Protocol version 2: grow a stream's advertised window while its reader keeps up, so one
+    /// stream can run at line speed without hand-tuning `max_stream_buffer`.
+    ///
+    /// On by default. The window a receiver advertises is its own choice, so this changes no
+    /// wire format and any smux peer follows it. A stream whose reader found nothing to read
+    /// since its last window update (the window, not the reader, was the limit) doubles its
+    /// window at the next update. All streams together grow by at most half of
+    /// `max_receive_buffer`, so streams whose readers stall can hold at most that much of the
+    /// session's receive budget beyond their configured windows, and the other half stays for
+    /// the other streams. A stream gives its growth back when it closes. `false` advertises
+    /// `max_stream_buffer` always, exactly as Go smux does.
+    pub stream_window_auto_tune: bool,
 }
 
 impl Default for Config {
@@ -41,6 +56,7 @@ impl Default for Config {
             max_frame_size: 32768,
             max_receive_buffer: 4_194_304,
             max_stream_buffer: 65536,
+            stream_window_auto_tune: true,
         }
     }
 }
@@ -127,6 +143,7 @@ mod tests {
         assert_eq!(c.max_frame_size, 32768);
         assert_eq!(c.max_receive_buffer, 4 * 1024 * 1024);
         assert_eq!(c.max_stream_buffer, 65536);
+        assert!(c.stream_window_auto_tune);
         assert!(c.validate().is_ok());
     }
 

@@ -507,7 +507,13 @@ impl World {
                 Cmd::Upd => {
                     assert!(v2, "UPD in version 1");
                     let (consumed, window) = decode_upd(payload.try_into().expect("8 bytes"));
-                    assert_eq!(window as usize, s.config.max_stream_buffer);
+                    // The configured window, or (auto-tuning) a power-of-two multiple of it
+                    // within half the receive budget.
+                    let w = window as usize;
+                    let base = s.config.max_stream_buffer;
+                    assert!(w >= base && (w / base).is_power_of_two() && w % base == 0);
+                    assert!(w == base || s.config.stream_window_auto_tune);
+                    assert!(w - base <= s.config.max_receive_buffer / 2, "window {w}");
                     assert!(u64::from(consumed) <= v.read, "UPD ahead of reads on {id}");
                 }
                 Cmd::Nop => unreachable!(),

@@ -13,11 +13,12 @@ use super::{
     ids::{IdAllocator, Role},
     keepalive::Keepalive,
     recv_buffer::{RecvBuffer, SHARE_MIN},
-    stream::{StreamState, BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE},
+    stream::{StreamState, READ_HANDLE, WRITE_HANDLE},
     tx::TxBuf,
+    window::{scaled, MAX_GROWTH},
 };
 use crate::{
-    config::{Config, ConfigError},
+    config::{Config, ConfigError, MAX_BUFFER},
     error::Error,
     frame::{decode_upd, encode_upd, Cmd, Header, HEADER_LEN, UPD_LEN},
 };
@@ -136,6 +137,11 @@ pub struct Connection {
     /// The header at the front of the receive buffer was already counted by keepalive.
     partial_frame_seen: bool,
     wake_driver: bool,
+    /// v2 auto-tuning: window growth granted to all streams together, in bytes beyond their
+    /// configured windows (at most half of `max_receive_buffer`).
+    window_growth: usize,
+    /// Where new streams' v2 byte counters start: 0 on the wire; tests move it near the wrap.
+    counter_base: u32,
 }
 
 impl Connection {
@@ -161,6 +167,8 @@ impl Connection {
             next_serial: 0,
             partial_frame_seen: false,
             wake_driver: false,
+            window_growth: 0,
+            counter_base: 0,
         })
     }
 
@@ -307,8 +315,11 @@ impl Connection {
             let mut progress = false;
             if std::mem::take(&mut s.syn_pending) {
                 tx.push(Header::new(version, Cmd::Syn, 0, id), Bytes::new());
-            } else if let Some(consumed) = s.upd_pending.take() {
-                let body = encode_upd(consumed, self.config.max_stream_buffer as u32);
+            } else if let Some(consumed) = s.recv_window.take_upd() {
+                let window = s
+                    .recv_window
+                    .advertised(self.config.max_stream_buffer as u32);
+                let body = encode_upd(consumed, window);
                 tx.push_small(Header::new(version, Cmd::Upd, UPD_LEN as u16, id), &body);
             } else if !s.send.is_empty() && window(&self.config, s, id) > 0 {
                 let n =
@@ -411,14 +422,8 @@ impl Connection {
             return;
         }
         let serial = self.take_serial();
-        self.streams.insert(
-            id,
-            StreamState {
-                handles: BOTH_HANDLES,
-                serial,
-                ..StreamState::default()
-            },
-        );
+        self.streams
+            .insert(id, StreamState::new(serial, self.counter_base));
         self.live_handles += 1;
         self.accept_queue.push_back(id);
         self.events.push_back(Event::Incoming);
@@ -543,15 +548,9 @@ impl Connection {
             }
         };
         let serial = self.take_serial();
-        self.streams.insert(
-            id,
-            StreamState {
-                handles: BOTH_HANDLES,
-                syn_pending: true,
-                serial,
-                ..StreamState::default()
-            },
-        );
+        let mut s = StreamState::new(serial, self.counter_base);
+        s.syn_pending = true;
+        self.streams.insert(id, s);
         self.live_handles += 1;
         self.schedule(id);
         Ok(id)
@@ -619,7 +618,39 @@ impl Connection {
             return Err(Error::Timeout);
         }
         s.read_waiting = true;
+        s.recv_window.on_starved();
         Ok(Some(()))
+    }
+
+    /// v2 auto-tuning: doubles the window stream `id` advertises, if the session's allowance
+    /// (half of `max_receive_buffer` beyond the configured windows, all streams together)
+    /// has room for it.
+    fn grow_window(&mut self, id: u32) {
+        let configured = self.config.max_stream_buffer as u32;
+        let allowance = self.config.max_receive_buffer / 2;
+        let s = self.streams.get_mut(&id).expect("checked by caller");
+        let growth = s.recv_window.growth();
+        if growth >= MAX_GROWTH {
+            return;
+        }
+        let old = scaled(configured, growth) as usize;
+        let new = scaled(configured, growth + 1) as usize;
+        if new > MAX_BUFFER || self.window_growth + (new - old) > allowance {
+            return;
+        }
+        s.recv_window.set_growth(growth + 1);
+        self.window_growth += new - old;
+    }
+
+    /// Gives back the window growth of stream `id` (it will not read any more).
+    fn shrink_window(&mut self, id: u32) {
+        let configured = self.config.max_stream_buffer as u32;
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let grown = s.recv_window.advertised(configured) - configured;
+        s.recv_window.set_growth(0);
+        self.window_growth -= grown as usize;
     }
 
     /// Accounting after the application took `n > 0` bytes of stream `id`: budget back, and
@@ -627,9 +658,13 @@ impl Connection {
     fn consumed(&mut self, id: u32, n: usize) {
         let s = self.streams.get_mut(&id).expect("checked by caller");
         if self.config.v2() {
-            let threshold = (self.config.max_stream_buffer / 2) as u32;
-            if let Some(c) = s.recv_window.on_read(n as u32, threshold) {
-                s.upd_pending = Some(c);
+            let window = s
+                .recv_window
+                .advertised(self.config.max_stream_buffer as u32);
+            if let Some(upd) = s.recv_window.on_read(n as u32, window) {
+                if upd.reader_kept_up && self.config.stream_window_auto_tune {
+                    self.grow_window(id);
+                }
                 self.schedule(id);
             }
         }
@@ -723,6 +758,7 @@ impl Connection {
             s.read_waiting = false;
             let unread = s.recv.clear();
             self.deadlines.set(id, Dir::Read, None);
+            self.shrink_window(id);
             if self.budget.release(unread) {
                 self.wake_driver = true;
             }
@@ -792,14 +828,21 @@ impl Connection {
         SESSION_SEND_BUFFER.min(self.config.max_receive_buffer)
     }
 
+    /// Serials wrap (after 2^64 streams); a serial only has to differ from the one of the
+    /// stream that last had the same id, and ids are not reused while a handle exists.
     fn take_serial(&mut self) -> u64 {
-        self.next_serial += 1;
+        self.next_serial = self.next_serial.wrapping_add(1);
         self.next_serial
     }
 
     #[cfg(test)]
     pub(crate) fn ids_for_test(&mut self) -> &mut IdAllocator {
         &mut self.ids
+    }
+
+    /// Window growth granted to all streams together (v2 auto-tuning), in bytes.
+    pub fn window_growth(&self) -> usize {
+        self.window_growth
     }
 
     fn stream_mut(&mut self, id: u32) -> Result<&mut StreamState, Error> {
@@ -845,6 +888,7 @@ impl Connection {
         if s.handles != 0 || !nothing_to_send || s.in_ring {
             return;
         }
+        self.shrink_window(id);
         let s = self.streams.remove(&id).expect("present");
         self.send_queued -= s.send.len();
         self.budget.release(s.recv.len());
@@ -889,6 +933,27 @@ impl Connection {
         }
         self.events.push_back(Event::Closed);
         self.wake_driver = true;
+    }
+}
+
+/// Hooks that start counters near their wrap points, for tests and fuzzers (feature
+/// `test-util`). Real sessions never need them.
+#[cfg(any(test, feature = "test-util"))]
+impl Connection {
+    /// Streams created from now on start their v2 byte counters (written, read, consumed) at
+    /// `base` instead of 0. Both peers of a stream must use the same base.
+    pub fn test_set_counter_base(&mut self, base: u32) {
+        self.counter_base = base;
+    }
+
+    /// The next stream this side opens gets the id after `last` (2 more).
+    pub fn test_set_last_stream_id(&mut self, last: u32) {
+        self.ids.set_last(last);
+    }
+
+    /// The next stream created gets serial `serial + 1` (wrapping).
+    pub fn test_set_last_serial(&mut self, serial: u64) {
+        self.next_serial = serial;
     }
 }
 

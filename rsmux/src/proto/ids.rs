@@ -45,7 +45,7 @@ impl IdAllocator {
         }
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn set_last(&mut self, last: u32) {
         self.last = last;
     }

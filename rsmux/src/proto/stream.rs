@@ -31,8 +31,6 @@ pub(crate) struct StreamState {
     /// The read handle is gone: payloads are dropped on arrival.
     pub(crate) read_closed: bool,
     pub(crate) recv_window: RecvWindow,
-    /// CONSUMED value of an UPD waiting to be sent (v2).
-    pub(crate) upd_pending: Option<u32>,
 
     // Send side.
     /// Bytes accepted from the application and not yet framed.
@@ -58,10 +56,22 @@ pub(crate) struct StreamState {
 }
 
 impl StreamState {
+    /// A new stream with both handles alive; v2 counters start at `counter_base` (0 on the
+    /// wire).
+    pub(crate) fn new(serial: u64, counter_base: u32) -> StreamState {
+        StreamState {
+            recv_window: RecvWindow::starting_at(counter_base),
+            send_window: SendWindow::starting_at(counter_base),
+            serial,
+            handles: BOTH_HANDLES,
+            ..StreamState::default()
+        }
+    }
+
     /// Whether the stream has a frame to send given window `window` (None for v1).
     pub(crate) fn wants_transmit(&self, window_open: bool) -> bool {
         self.syn_pending
-            || self.upd_pending.is_some()
+            || self.recv_window.upd_pending()
             || (!self.send.is_empty() && window_open)
             || self.fin_due()
     }

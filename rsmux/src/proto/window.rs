@@ -1,32 +1,113 @@
 //! Protocol version 2 per-stream sliding window (SPEC §5). All counters are `u32` and wrap,
 //! as Go's do.
+//!
+//! The receiving side decides what window to advertise. With auto-tuning on, a stream whose
+//! reader keeps up (it found nothing to read since the last window update) doubles its
+//! advertised window at each update, up to a session-wide allowance the connection grants
+//! (see `Connection::grow_window`): the window, not the reader, was then the limit.
 
 use crate::error::ProtocolError;
 
 /// A sender's window before the peer's first UPD, whatever either side's config says.
 pub const INITIAL_PEER_WINDOW: u32 = 262_144;
 
-/// Receiving side: decides when to tell the peer how much the application has consumed.
+/// Most doublings of the configured window auto-tuning applies (×1024).
+pub(crate) const MAX_GROWTH: u8 = 10;
+
+/// Receiving side: decides when to tell the peer how much the application has consumed, and
+/// which window to advertise.
 #[derive(Debug, Default)]
 pub(crate) struct RecvWindow {
     num_read: u32,
     incr: u32,
+    /// The advertised window is the configured one shifted left by this much.
+    growth: u8,
+    /// An UPD was due at least once (the first read always sends one).
+    started: bool,
+    /// The reader found nothing to read since the last UPD: it keeps up with the sender.
+    starved: bool,
+    /// An UPD is due and not yet sent; it carries the CONSUMED count at the time it leaves.
+    upd_pending: bool,
+}
+
+/// An UPD the receiving side owes the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UpdDue {
+    /// Total bytes handed to the application (wrapping), the UPD's CONSUMED field.
+    pub(crate) consumed: u32,
+    /// The reader kept up since the previous UPD: a good moment to grow the window.
+    pub(crate) reader_kept_up: bool,
 }
 
 impl RecvWindow {
-    /// Records `n > 0` bytes handed to the application. Returns the CONSUMED value to send in
-    /// an UPD when one is due: on the first read, then whenever `threshold` bytes were read
-    /// since the last UPD. A CONSUMED that wrapped to exactly 0 is skipped, as in Go.
-    pub(crate) fn on_read(&mut self, n: u32, threshold: u32) -> Option<u32> {
+    /// A window whose byte counter starts at `base` instead of 0 (tests start near the wrap
+    /// point; both peers must agree).
+    pub(crate) fn starting_at(base: u32) -> RecvWindow {
+        RecvWindow {
+            num_read: base,
+            ..RecvWindow::default()
+        }
+    }
+
+    /// Records `n > 0` bytes handed to the application. Returns the UPD to send when one is
+    /// due: on the first read, then whenever half the advertised `window` was read since the
+    /// last UPD. Every due CONSUMED is sent, including one that wrapped to exactly 0: Go skips
+    /// that one, which stalls a reader that always drains its whole window at a multiple of
+    /// 2^32 bytes (a Go sender accepts it; its in-flight arithmetic wraps).
+    pub(crate) fn on_read(&mut self, n: u32, window: u32) -> Option<UpdDue> {
         self.num_read = self.num_read.wrapping_add(n);
-        self.incr = self.incr.wrapping_add(n);
-        if self.incr >= threshold || self.num_read == n {
+        self.incr = self.incr.saturating_add(n);
+        if self.incr >= (window / 2).max(1) || !self.started {
+            // The first UPD says nothing about the pace of the stream: no growth there, so a
+            // short stream never takes any of the session's allowance.
+            let kept_up = std::mem::take(&mut self.starved) && self.started;
+            self.started = true;
             self.incr = 0;
-            (self.num_read != 0).then_some(self.num_read)
+            self.upd_pending = true;
+            Some(UpdDue {
+                consumed: self.num_read,
+                reader_kept_up: kept_up,
+            })
         } else {
             None
         }
     }
+
+    /// An UPD waits to be sent.
+    pub(crate) fn upd_pending(&self) -> bool {
+        self.upd_pending
+    }
+
+    /// Takes the pending UPD's CONSUMED value: everything read so far, which may be more than
+    /// when it became due (a later count is just as valid and opens the window further).
+    pub(crate) fn take_upd(&mut self) -> Option<u32> {
+        std::mem::take(&mut self.upd_pending).then_some(self.num_read)
+    }
+
+    /// The reader asked for data and there was none.
+    pub(crate) fn on_starved(&mut self) {
+        self.starved = true;
+    }
+
+    /// Doublings applied to the configured window.
+    pub(crate) fn growth(&self) -> u8 {
+        self.growth
+    }
+
+    /// Sets the doublings applied to the configured window.
+    pub(crate) fn set_growth(&mut self, growth: u8) {
+        self.growth = growth;
+    }
+
+    /// The window to advertise given the configured one.
+    pub(crate) fn advertised(&self, configured: u32) -> u32 {
+        scaled(configured, self.growth)
+    }
+}
+
+/// `configured << growth`, saturating at `u32::MAX`.
+pub(crate) fn scaled(configured: u32, growth: u8) -> u32 {
+    u32::try_from(u64::from(configured) << growth).unwrap_or(u32::MAX)
 }
 
 /// Sending side: how much may be in flight unacknowledged.
@@ -48,14 +129,27 @@ impl Default for SendWindow {
 }
 
 impl SendWindow {
+    /// A window whose byte counters start at `base` instead of 0 (tests start near the wrap
+    /// point; both peers must agree).
+    pub(crate) fn starting_at(base: u32) -> SendWindow {
+        SendWindow {
+            num_written: base,
+            peer_consumed: base,
+            ..SendWindow::default()
+        }
+    }
+
     /// Bytes that may be sent now. Fails when the peer claims to have consumed more than was
-    /// sent (Go's `ErrConsumed`).
+    /// sent (Go's `ErrConsumed`). A window above `i32::MAX` counts as `i32::MAX` (a Go sender
+    /// would take it as negative and never send again), so bytes in flight always fit the
+    /// signed distance that tells "consumed more than sent" from wrapping.
     pub(crate) fn available(&self, stream: u32) -> Result<u32, ProtocolError> {
         let inflight = self.num_written.wrapping_sub(self.peer_consumed) as i32;
         if inflight < 0 {
             return Err(ProtocolError::ConsumedMoreThanSent { stream });
         }
-        Ok((self.peer_window as i32).saturating_sub(inflight).max(0) as u32)
+        let window = self.peer_window.min(i32::MAX as u32) as i32;
+        Ok(window.saturating_sub(inflight).max(0) as u32)
     }
 
     /// Records `n` bytes handed to the transmit path. Only bytes that really leave count, so a
@@ -83,8 +177,8 @@ mod tests {
         let mut w = RecvWindow::default();
         let mut sent = vec![];
         for n in [10000, 10000, 10000, 2768].repeat(5) {
-            if let Some(c) = w.on_read(n, 32768) {
-                sent.push(c);
+            if let Some(u) = w.on_read(n, 65536) {
+                sent.push(u.consumed);
             }
         }
         assert_eq!(sent, vec![10000, 42768, 75536, 108304, 141072]);
@@ -116,22 +210,76 @@ mod tests {
     }
 
     #[test]
-    fn counters_wrap() {
-        let mut w = SendWindow {
-            num_written: u32::MAX - 10,
-            peer_consumed: u32::MAX - 10,
-            peer_window: 100,
-        };
+    fn send_counters_wrap() {
+        let mut w = SendWindow::starting_at(u32::MAX - 10);
+        w.peer_window = 100;
         w.on_sent(50); // wraps past zero
         assert_eq!(w.available(1).unwrap(), 50);
         w.on_update((u32::MAX - 10).wrapping_add(50), 100);
         assert_eq!(w.available(1).unwrap(), 100);
-        let mut r = RecvWindow {
-            num_read: u32::MAX - 4,
-            incr: 0,
-        };
-        // Wrapping to exactly 0 skips the UPD.
-        assert_eq!(r.on_read(5, 5), None);
-        assert_eq!(r.on_read(5, 5), Some(5));
+        // A peer claiming one byte more than was sent, across the wrap, is caught.
+        w.on_update((u32::MAX - 10).wrapping_add(51), 100);
+        assert!(w.available(1).is_err());
+    }
+
+    #[test]
+    fn a_consumed_value_that_wraps_to_zero_is_sent() {
+        // A reader draining its whole 64 KiB window at once: the 65536th read ends exactly at
+        // 2^32. Go skips CONSUMED 0 there and both sides wait for each other forever.
+        let mut r = RecvWindow::starting_at(u32::MAX - 65535);
+        r.started = true;
+        assert_eq!(r.on_read(65536, 65536).map(|u| u.consumed), Some(0));
+        assert_eq!(r.on_read(65536, 65536).map(|u| u.consumed), Some(65536));
+    }
+
+    #[test]
+    fn first_read_sends_an_upd_from_any_counter_offset() {
+        let mut r = RecvWindow::starting_at(u32::MAX);
+        assert_eq!(r.on_read(1, 65536).map(|u| u.consumed), Some(0));
+        assert_eq!(r.on_read(1, 65536), None);
+    }
+
+    #[test]
+    fn the_half_window_threshold_holds_across_the_wrap() {
+        let mut r = RecvWindow::starting_at(u32::MAX - 100);
+        r.started = true;
+        let mut sent = vec![];
+        for _ in 0..8 {
+            if let Some(u) = r.on_read(20, 64) {
+                sent.push(u.consumed);
+            }
+        }
+        let base = u32::MAX - 100;
+        assert_eq!(
+            sent,
+            vec![
+                base.wrapping_add(40),
+                base.wrapping_add(80),
+                base.wrapping_add(120),
+                base.wrapping_add(160)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_window_above_i32_max_is_capped_not_negative() {
+        let mut w = SendWindow::default();
+        w.on_update(0, u32::MAX);
+        assert_eq!(w.available(1).unwrap(), i32::MAX as u32);
+        w.on_sent(i32::MAX as u32);
+        assert_eq!(w.available(1).unwrap(), 0);
+    }
+
+    #[test]
+    fn starvation_is_reported_once_with_the_next_upd() {
+        let mut r = RecvWindow::default();
+        r.on_starved();
+        // Not on the first UPD.
+        assert_eq!(r.on_read(10, 100).map(|u| u.reader_kept_up), Some(false));
+        r.on_starved();
+        assert_eq!(r.on_read(50, 100).map(|u| u.reader_kept_up), Some(true));
+        assert_eq!(r.on_read(50, 100).map(|u| u.reader_kept_up), Some(false));
+        assert_eq!(scaled(65536, 3), 524_288);
+        assert_eq!(scaled(u32::MAX, 1), u32::MAX);
     }
 }
