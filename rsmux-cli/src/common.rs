@@ -33,6 +33,10 @@ pub struct SmuxOpts {
     /// Close a session when nothing was received for this many seconds (>= --keepalive)
     #[arg(long, value_name = "SECS", allow_negative_numbers = true, default_value = "30", value_parser = parse_secs)]
     pub keepalive_timeout: Duration,
+    /// Protocol version 2: always advertise --streambuf, as Go smux does (by default the
+    /// window of a stream whose reader keeps up grows, within half of --smuxbuf)
+    #[arg(long)]
+    pub fixed_streambuf: bool,
 }
 
 impl SmuxOpts {
@@ -58,6 +62,7 @@ impl SmuxOpts {
             max_frame_size: self.framesize,
             max_receive_buffer: self.smuxbuf,
             max_stream_buffer: self.streambuf,
+            stream_window_auto_tune: !self.fixed_streambuf,
         };
         match config.validate() {
             Ok(()) => Ok(config),
@@ -108,7 +113,7 @@ impl SmuxOpts {
 
     /// The same settings as flags of this program, with another version.
     pub fn cli_flags(&self, version: u8) -> Vec<String> {
-        vec![
+        let mut v = vec![
             "--smuxver".into(),
             version.to_string(),
             "--smuxbuf".into(),
@@ -121,7 +126,11 @@ impl SmuxOpts {
             secs(self.keepalive),
             "--keepalive-timeout".into(),
             secs(self.keepalive_timeout),
-        ]
+        ];
+        if self.fixed_streambuf {
+            v.push("--fixed-streambuf".into());
+        }
+        v
     }
 }
 
@@ -320,6 +329,7 @@ mod tests {
             framesize: 32768,
             keepalive: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(30),
+            fixed_streambuf: false,
         }
     }
 

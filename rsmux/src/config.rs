@@ -38,10 +38,11 @@ pub struct Config {
     /// On by default. The window a receiver advertises is its own choice, so this changes no
     /// wire format and any smux peer follows it. A stream whose reader found nothing to read
     /// since its last window update (the window, not the reader, was the limit) doubles its
-    /// window at the next update. All streams together grow by at most half of
-    /// `max_receive_buffer`, so streams whose readers stall can hold at most that much of the
-    /// session's receive budget beyond their configured windows, and the other half stays for
-    /// the other streams. A stream gives its growth back when it closes. `false` advertises
+    /// window at the next update, as long as the windows of all streams together stay within
+    /// half of `max_receive_buffer`. So auto-tuning never lets honest peers send more than the
+    /// receive budget holds: streams whose readers stall cannot exhaust it and hold up the
+    /// others (with many streams, their configured windows alone may, exactly as in Go).
+    /// A stream's growth is given back when its reader closes. `false` advertises
     /// `max_stream_buffer` always, exactly as Go smux does.
     pub stream_window_auto_tune: bool,
 }

@@ -137,9 +137,9 @@ pub struct Connection {
     /// The header at the front of the receive buffer was already counted by keepalive.
     partial_frame_seen: bool,
     wake_driver: bool,
-    /// v2 auto-tuning: window growth granted to all streams together, in bytes beyond their
-    /// configured windows (at most half of `max_receive_buffer`).
-    window_growth: usize,
+    /// v2: the windows this side advertises, summed over streams that still read. Auto-tuning
+    /// grows a window only while this stays within half of `max_receive_buffer`.
+    advertised_windows: usize,
     /// Where new streams' v2 byte counters start: 0 on the wire; tests move it near the wrap.
     counter_base: u32,
 }
@@ -167,7 +167,7 @@ impl Connection {
             next_serial: 0,
             partial_frame_seen: false,
             wake_driver: false,
-            window_growth: 0,
+            advertised_windows: 0,
             counter_base: 0,
         })
     }
@@ -424,6 +424,7 @@ impl Connection {
         let serial = self.take_serial();
         self.streams
             .insert(id, StreamState::new(serial, self.counter_base));
+        self.count_window(id);
         self.live_handles += 1;
         self.accept_queue.push_back(id);
         self.events.push_back(Event::Incoming);
@@ -551,6 +552,7 @@ impl Connection {
         let mut s = StreamState::new(serial, self.counter_base);
         s.syn_pending = true;
         self.streams.insert(id, s);
+        self.count_window(id);
         self.live_handles += 1;
         self.schedule(id);
         Ok(id)
@@ -622,9 +624,11 @@ impl Connection {
         Ok(Some(()))
     }
 
-    /// v2 auto-tuning: doubles the window stream `id` advertises, if the session's allowance
-    /// (half of `max_receive_buffer` beyond the configured windows, all streams together)
-    /// has room for it.
+    /// v2 auto-tuning: doubles the window stream `id` advertises, if the windows of all
+    /// streams together stay within half of `max_receive_buffer`. Honest peers then never
+    /// send more than the receive budget holds (beyond their configured windows, as in Go):
+    /// streams whose readers stall cannot exhaust it and hold up the others, and the other
+    /// half is left for the configured windows of streams opened later.
     fn grow_window(&mut self, id: u32) {
         let configured = self.config.max_stream_buffer as u32;
         let allowance = self.config.max_receive_buffer / 2;
@@ -635,22 +639,34 @@ impl Connection {
         }
         let old = scaled(configured, growth) as usize;
         let new = scaled(configured, growth + 1) as usize;
-        if new > MAX_BUFFER || self.window_growth + (new - old) > allowance {
+        if new > MAX_BUFFER || self.advertised_windows + (new - old) > allowance {
             return;
         }
         s.recv_window.set_growth(growth + 1);
-        self.window_growth += new - old;
+        self.advertised_windows += new - old;
     }
 
-    /// Gives back the window growth of stream `id` (it will not read any more).
-    fn shrink_window(&mut self, id: u32) {
+    /// Counts the window of new stream `id` (v2).
+    fn count_window(&mut self, id: u32) {
+        if self.config.v2() {
+            let s = &self.streams[&id];
+            self.advertised_windows +=
+                s.recv_window
+                    .advertised(self.config.max_stream_buffer as u32) as usize;
+        }
+    }
+
+    /// Stops counting the window of stream `id`: it will not read any more.
+    fn uncount_window(&mut self, id: u32) {
         let configured = self.config.max_stream_buffer as u32;
+        let v2 = self.config.v2();
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
-        let grown = s.recv_window.advertised(configured) - configured;
-        s.recv_window.set_growth(0);
-        self.window_growth -= grown as usize;
+        if v2 && !s.read_closed {
+            self.advertised_windows -= s.recv_window.advertised(configured) as usize;
+            s.recv_window.set_growth(0);
+        }
     }
 
     /// Accounting after the application took `n > 0` bytes of stream `id`: budget back, and
@@ -754,11 +770,12 @@ impl Connection {
         };
         let which = which & s.handles;
         if which & READ_HANDLE != 0 {
+            self.uncount_window(id);
+            let s = self.streams.get_mut(&id).expect("present");
             s.read_closed = true;
             s.read_waiting = false;
             let unread = s.recv.clear();
             self.deadlines.set(id, Dir::Read, None);
-            self.shrink_window(id);
             if self.budget.release(unread) {
                 self.wake_driver = true;
             }
@@ -840,9 +857,9 @@ impl Connection {
         &mut self.ids
     }
 
-    /// Window growth granted to all streams together (v2 auto-tuning), in bytes.
-    pub fn window_growth(&self) -> usize {
-        self.window_growth
+    /// The windows this side advertises (v2), summed over the streams that still read.
+    pub fn advertised_windows(&self) -> usize {
+        self.advertised_windows
     }
 
     fn stream_mut(&mut self, id: u32) -> Result<&mut StreamState, Error> {
@@ -888,7 +905,7 @@ impl Connection {
         if s.handles != 0 || !nothing_to_send || s.in_ring {
             return;
         }
-        self.shrink_window(id);
+        self.uncount_window(id);
         let s = self.streams.remove(&id).expect("present");
         self.send_queued -= s.send.len();
         self.budget.release(s.recv.len());
