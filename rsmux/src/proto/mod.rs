@@ -27,3 +27,5 @@ pub use window::INITIAL_PEER_WINDOW;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_wrap;

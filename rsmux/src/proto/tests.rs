@@ -10,16 +10,16 @@ use crate::{
     frame::{encode_upd, Cmd, Header},
 };
 
-struct Pair {
-    client: Connection,
-    server: Connection,
-    client_rb: RecvBuffer,
-    server_rb: RecvBuffer,
-    now: Instant,
+pub(super) struct Pair {
+    pub(super) client: Connection,
+    pub(super) server: Connection,
+    pub(super) client_rb: RecvBuffer,
+    pub(super) server_rb: RecvBuffer,
+    pub(super) now: Instant,
 }
 
 impl Pair {
-    fn new(config: Config) -> Pair {
+    pub(super) fn new(config: Config) -> Pair {
         let now = Instant::now();
         Pair {
             client: Connection::new(config.clone(), Role::Client, now).unwrap(),
@@ -30,7 +30,7 @@ impl Pair {
         }
     }
 
-    fn v2() -> Pair {
+    pub(super) fn v2() -> Pair {
         Pair::new(Config {
             version: 2,
             ..Config::default()
@@ -38,7 +38,7 @@ impl Pair {
     }
 
     /// Moves every queued frame client → server and server → client until both are quiet.
-    fn drive(&mut self) {
+    pub(super) fn drive(&mut self) {
         for _ in 0..10_000 {
             let a = pump(&mut self.client, &mut self.server, &mut self.server_rb);
             let b = pump(&mut self.server, &mut self.client, &mut self.client_rb);
@@ -49,17 +49,17 @@ impl Pair {
         panic!("pair did not settle");
     }
 
-    fn advance(&mut self, d: Duration) {
+    pub(super) fn advance(&mut self, d: Duration) {
         self.now += d;
         self.client.handle_timeout(self.now);
         self.server.handle_timeout(self.now);
     }
 
-    fn accept(&mut self) -> u32 {
+    pub(super) fn accept(&mut self) -> u32 {
         self.server.accept().unwrap().expect("a stream waits")
     }
 
-    fn read_all(conn: &mut Connection, id: u32, now: Instant) -> Vec<u8> {
+    pub(super) fn read_all(conn: &mut Connection, id: u32, now: Instant) -> Vec<u8> {
         let mut out = Vec::new();
         let mut buf = [0u8; 7000];
         while let Ok(ReadOutcome::Data(n)) = conn.read(id, &mut buf, now) {
@@ -70,7 +70,7 @@ impl Pair {
 }
 
 /// Moves the frames `from` has queued into `to`; returns the number of bytes moved.
-fn pump(from: &mut Connection, to: &mut Connection, rb: &mut RecvBuffer) -> usize {
+pub(super) fn pump(from: &mut Connection, to: &mut Connection, rb: &mut RecvBuffer) -> usize {
     let bytes = transmit(from);
     if !bytes.is_empty() {
         from.handle_transmitted();
@@ -80,14 +80,14 @@ fn pump(from: &mut Connection, to: &mut Connection, rb: &mut RecvBuffer) -> usiz
     bytes.len()
 }
 
-fn transmit(conn: &mut Connection) -> Vec<u8> {
+pub(super) fn transmit(conn: &mut Connection) -> Vec<u8> {
     let mut tx = TxBuf::new();
     conn.poll_transmit(&mut tx, usize::MAX);
     tx.to_vec()
 }
 
 /// Splits wire bytes into (cmd, stream id, payload length) triples.
-fn frames(mut wire: &[u8]) -> Vec<(u8, u32, usize)> {
+pub(super) fn frames(mut wire: &[u8]) -> Vec<(u8, u32, usize)> {
     let mut out = Vec::new();
     while wire.len() >= 8 {
         let len = u16::from_le_bytes([wire[2], wire[3]]) as usize;
@@ -99,13 +99,13 @@ fn frames(mut wire: &[u8]) -> Vec<(u8, u32, usize)> {
     out
 }
 
-fn feed(conn: &mut Connection, bytes: &[u8]) {
+pub(super) fn feed(conn: &mut Connection, bytes: &[u8]) {
     let mut rb = RecvBuffer::new();
     rb.extend_from_slice(bytes);
     conn.handle_input(&mut rb);
 }
 
-fn frame(version: u8, cmd: Cmd, sid: u32, payload: &[u8]) -> Vec<u8> {
+pub(super) fn frame(version: u8, cmd: Cmd, sid: u32, payload: &[u8]) -> Vec<u8> {
     let mut v = Header::new(version, cmd, payload.len() as u16, sid)
         .encode()
         .to_vec();
@@ -113,10 +113,10 @@ fn frame(version: u8, cmd: Cmd, sid: u32, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-const SYN: u8 = Cmd::Syn as u8;
-const FIN: u8 = Cmd::Fin as u8;
-const PSH: u8 = Cmd::Psh as u8;
-const UPD: u8 = Cmd::Upd as u8;
+pub(super) const SYN: u8 = Cmd::Syn as u8;
+pub(super) const FIN: u8 = Cmd::Fin as u8;
+pub(super) const PSH: u8 = Cmd::Psh as u8;
+pub(super) const UPD: u8 = Cmd::Upd as u8;
 
 #[test]
 fn open_accept_and_echo() {
