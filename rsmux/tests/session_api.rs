@@ -722,3 +722,26 @@ fn outside_a_tokio_runtime_is_an_error_not_a_panic() {
     let err = Session::client(a, Config::default()).unwrap_err();
     assert!(matches!(err, Error::Io(_)), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn timers_too_far_away_for_an_instant_never_fire_and_never_panic() {
+    // Keepalive durations whose deadlines overflow `Instant`, and a read deadline centuries
+    // away: the session works, nothing fires, nothing panics.
+    let config = Config {
+        keep_alive_interval: Duration::MAX,
+        keep_alive_timeout: Duration::MAX,
+        ..Config::default()
+    };
+    let (client, server) = duplex_pair(config);
+    let _echo = spawn_echo(server);
+    let mut s = client.open_stream().await.unwrap();
+    s.set_read_deadline(Some(Instant::now() + Duration::from_secs(1 << 34)));
+    s.write_all(b"far").await.unwrap();
+    let mut got = [0u8; 3];
+    s.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"far");
+    // A year of silence on the paused clock: the read is still waiting, the session alive.
+    let pending = timeout(Duration::from_secs(365 * 86400), s.read(&mut got)).await;
+    assert!(pending.is_err(), "the far deadline or keepalive fired: {pending:?}");
+    assert!(!client.is_closed());
+}

@@ -24,8 +24,9 @@ pub(crate) struct Tick {
 pub(crate) struct Keepalive {
     interval: Duration,
     timeout: Duration,
-    next_ping: Instant,
-    next_check: Instant,
+    /// `None`: so far away that an `Instant` cannot hold it, that is never.
+    next_ping: Option<Instant>,
+    next_check: Option<Instant>,
     /// A frame was received since the last check.
     active: bool,
     /// The connection accepted bytes from us since the last check.
@@ -38,8 +39,8 @@ impl Keepalive {
         Keepalive {
             interval: config.keep_alive_interval,
             timeout: config.keep_alive_timeout,
-            next_ping: now + config.keep_alive_interval,
-            next_check: now + config.keep_alive_timeout,
+            next_ping: now.checked_add(config.keep_alive_interval),
+            next_check: now.checked_add(config.keep_alive_timeout),
             active: false,
             transmitted: false,
             enabled: !config.keep_alive_disabled,
@@ -58,7 +59,10 @@ impl Keepalive {
 
     /// When the next tick is due.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.enabled.then(|| self.next_ping.min(self.next_check))
+        if !self.enabled {
+            return None;
+        }
+        [self.next_ping, self.next_check].into_iter().flatten().min()
     }
 
     /// Fires the timers due at `now`.
@@ -67,34 +71,34 @@ impl Keepalive {
         if !self.enabled {
             return tick;
         }
-        if now >= self.next_ping {
+        if let Some(due) = self.next_ping.filter(|&due| now >= due) {
             tick.send_nop = true;
-            self.next_ping = next_after(self.next_ping, self.interval, now);
+            self.next_ping = next_after(due, self.interval, now);
         }
-        if now >= self.next_check {
+        if let Some(due) = self.next_check.filter(|&due| now >= due) {
             let exempt = reading_paused_by_budget && self.transmitted;
             if !self.active && !exempt {
                 tick.timed_out = true;
             }
             self.active = false;
             self.transmitted = false;
-            self.next_check = next_after(self.next_check, self.timeout, now);
+            self.next_check = next_after(due, self.timeout, now);
         }
         tick
     }
 }
 
 /// The first `due + k * period` (k ≥ 1) strictly after `now`: a late wake-up does not fire a
-/// burst of catch-up ticks.
-fn next_after(due: Instant, period: Duration, now: Instant) -> Instant {
-    let next = due + period;
+/// burst of catch-up ticks. `None` when that is beyond what an `Instant` can hold.
+fn next_after(due: Instant, period: Duration, now: Instant) -> Option<Instant> {
+    let next = due.checked_add(period)?;
     if next > now {
-        return next;
+        return Some(next);
     }
     let period_ns = period.as_nanos().max(1);
     let periods = now.duration_since(next).as_nanos() / period_ns + 1;
-    let skip = periods.saturating_mul(period_ns);
-    next + Duration::from_nanos(u64::try_from(skip).unwrap_or(u64::MAX))
+    let skip = u64::try_from(periods.saturating_mul(period_ns)).ok()?;
+    next.checked_add(Duration::from_nanos(skip))
 }
 
 #[cfg(test)]
@@ -178,6 +182,37 @@ mod tests {
         let now = t0 + Duration::from_secs(65);
         assert!(k.handle_timeout(now, false).send_nop);
         assert!(k.poll_timeout().unwrap() > now);
+    }
+
+    #[test]
+    fn durations_beyond_what_an_instant_holds_mean_never() {
+        let t0 = Instant::now();
+        let c = Config {
+            keep_alive_interval: Duration::MAX,
+            keep_alive_timeout: Duration::MAX,
+            ..Config::default()
+        };
+        let mut k = Keepalive::new(&c, t0);
+        assert_eq!(k.poll_timeout(), None);
+        assert_eq!(
+            k.handle_timeout(t0 + Duration::from_secs(1 << 40), false),
+            Tick::default()
+        );
+        // A ping that fits once, whose next one no longer does.
+        let huge = Duration::from_secs(1 << 40);
+        let c = Config {
+            keep_alive_interval: huge,
+            keep_alive_timeout: Duration::MAX,
+            ..Config::default()
+        };
+        let mut k = Keepalive::new(&c, t0);
+        assert_eq!(k.poll_timeout(), Some(t0 + huge));
+        if t0.checked_add(huge * 2).is_none() {
+            assert!(k.handle_timeout(t0 + huge, false).send_nop);
+            assert_eq!(k.poll_timeout(), None);
+        }
+        assert_eq!(next_after(t0, Duration::MAX, t0), None);
+        assert_eq!(next_after(t0, Duration::from_nanos(1), t0), Some(t0 + Duration::from_nanos(1)));
     }
 
     #[test]
