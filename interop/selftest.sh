@@ -47,6 +47,8 @@ for v in 1 2; do
     check "v$v slowreader" "$bin" client -ver $v -connect $addr -scenario slowreader -timeout 30
     start_server "$tmp/sw$v" slowwriter -ver $v
     check "v$v slowwriter" "$bin" client -ver $v -connect $addr -scenario slowwriter -timeout 30
+    start_server "$tmp/big$v" bigstream -ver $v
+    check "v$v bigstream 64MiB W+R" "$bin" client -ver $v -connect $addr -scenario bigstream -timeout 60
     start_server "$tmp/closer$v" closer -ver $v -after-ms 300
     check "v$v closer" "$bin" client -ver $v -connect $addr -scenario closer -timeout 10
     if [ "$quick" != quick ]; then

@@ -333,3 +333,21 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counting<T> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
+
+/// Period of the data of the Go `bigstream` role (`periodLen` in bigstream.go): a prime, so
+/// no read, write, frame or window size lines up with it.
+pub const BIG_PERIOD: usize = 1_000_003;
+
+/// The Go `bigstream` role's data for stream `seed`: `pattern(seed, BIG_PERIOD)` repeated up
+/// to `BIG_PERIOD + extra` bytes, so that the bytes at stream offset `o`, up to `extra` of
+/// them, are `table[o % BIG_PERIOD..]` (a memcmp checks them).
+pub fn periodic_table(seed: u32, extra: usize) -> Vec<u8> {
+    let one = pattern(seed, BIG_PERIOD);
+    let len = BIG_PERIOD + extra;
+    let mut table = Vec::with_capacity(len);
+    while table.len() < len {
+        let n = (len - table.len()).min(BIG_PERIOD);
+        table.extend_from_slice(&one[..n]);
+    }
+    table
+}

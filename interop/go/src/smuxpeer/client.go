@@ -27,6 +27,9 @@ package main
 //                                                        (against `slowwriter`)
 //   idle        echo once, sleep -idle seconds, echo again (against `idle`)
 //   closer      open a stream, expect the session to die (against `closer`)
+//   bigstream   on one stream 'W' -bytes (default 64 MiB): read and check them, then EOF;
+//               on another 'R' -bytes: write them, check the 16-byte answer
+//                                                        (against `bigstream`)
 
 import (
 	"bytes"
@@ -35,6 +38,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand"
 	"net"
 	"os"
@@ -57,12 +61,12 @@ func runClient(args []string) {
 	fs := flag.NewFlagSet("client", flag.ExitOnError)
 	c := addCommon(fs)
 	addr := fs.String("connect", "", "server address HOST:PORT")
-	scenario := fs.String("scenario", "echo", "echo|parallel|bulk|halfclose|opened|slowreader|slowwriter|idle|closer")
+	scenario := fs.String("scenario", "echo", "echo|parallel|bulk|halfclose|opened|slowreader|slowwriter|idle|closer|bigstream")
 	timeout := fs.Float64("timeout", 120, "overall timeout in seconds")
 	o := clientOpts{}
 	fs.IntVar(&o.streams, "streams", 0, "number of streams (parallel: default 1000; opened: default 10)")
 	fs.IntVar(&o.msgs, "msgs", 100, "messages per stream (parallel)")
-	fs.IntVar(&o.nbytes, "bytes", 0, "bytes (bulk: 64 MiB, halfclose: 1 MiB, opened: 1 MiB, slow*: 2 MiB)")
+	fs.IntVar(&o.nbytes, "bytes", 0, "bytes (bulk, bigstream: 64 MiB, halfclose: 1 MiB, opened: 1 MiB, slow*: 2 MiB)")
 	fs.IntVar(&o.trailer, "trailer", 16384, "halfclose: bytes written after the server's FIN")
 	fs.Int64Var(&o.seed, "seed", 1, "random seed (bulk)")
 	fs.Float64Var(&o.idle, "idle", 6.5, "idle: seconds to stay idle")
@@ -83,6 +87,7 @@ func runClient(args []string) {
 		"slowwriter": scenSlowWriter,
 		"idle":       scenIdle,
 		"closer":     scenCloser,
+		"bigstream":  scenBigStream,
 	}
 	run, ok := scenarios[*scenario]
 	if !ok {
@@ -417,6 +422,62 @@ func scenCloser(sess *smux.Session, o clientOpts) error {
 	buf := make([]byte, 16)
 	if n, err := st.Read(buf); err == nil {
 		return fmt.Errorf("stream read returned %d bytes and no error", n)
+	}
+	return nil
+}
+
+func scenBigStream(sess *smux.Session, o clientOpts) error {
+	n := uint64(o.nbytes)
+	if n == 0 {
+		n = 64 << 20
+	}
+	const chunk = 128 << 10
+	command := func(st *smux.Stream, c byte) error {
+		var cmd [9]byte
+		cmd[0] = c
+		binary.LittleEndian.PutUint64(cmd[1:], n)
+		_, err := st.Write(cmd[:])
+		return err
+	}
+	// 'W': the server writes, we check
+	st, err := sess.OpenStream()
+	if err != nil {
+		return fmt.Errorf("OpenStream: %v", err)
+	}
+	if err := command(st, 'W'); err != nil {
+		return fmt.Errorf("W: writing the command: %v", err)
+	}
+	got, mismatch, err := bigRead(st, n, chunk)
+	if err != nil {
+		return fmt.Errorf("W: read error after %d bytes: %v", got, err)
+	}
+	if mismatch != math.MaxUint64 {
+		return fmt.Errorf("W: wrong byte at offset %d", mismatch)
+	}
+	if r, err := st.Read(make([]byte, 1)); r != 0 || err != io.EOF {
+		return fmt.Errorf("W: expected EOF after %d bytes, got %d bytes, %v", n, r, err)
+	}
+	st.Close()
+	// 'R': we write, the server checks and answers
+	st, err = sess.OpenStream()
+	if err != nil {
+		return fmt.Errorf("OpenStream: %v", err)
+	}
+	defer st.Close()
+	if err := command(st, 'R'); err != nil {
+		return fmt.Errorf("R: writing the command: %v", err)
+	}
+	if sent, err := bigWrite(st, n, chunk); err != nil {
+		return fmt.Errorf("R: write error after %d bytes: %v", sent, err)
+	}
+	var answer [16]byte
+	if _, err := io.ReadFull(st, answer[:]); err != nil {
+		return fmt.Errorf("R: reading the answer: %v", err)
+	}
+	count := binary.LittleEndian.Uint64(answer[:8])
+	first := binary.LittleEndian.Uint64(answer[8:])
+	if count != n || first != math.MaxUint64 {
+		return fmt.Errorf("R: server read %d of %d bytes, first mismatch %d", count, n, first)
 	}
 	return nil
 }

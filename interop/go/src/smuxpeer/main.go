@@ -15,6 +15,7 @@
 //	smuxpeer bench-server  -listen ADDR
 //	smuxpeer bench-client  -connect ADDR -mode one|many|openclose -seconds S [-json]
 //	smuxpeer tcp-echo      -listen ADDR              plain TCP echo (tunnel target)
+//	smuxpeer bigstream     -listen ADDR              writes/reads N bytes per stream on request
 //
 // Every listening role prints exactly one line "listening on 127.0.0.1:PORT" on stdout
 // once its listener is ready.  Diagnostics go to stderr.  See interop/README.md for the
@@ -254,6 +255,7 @@ var roles = map[string]roleFunc{
 	"bench-server":  runBenchServer,
 	"bench-client":  runBenchClient,
 	"tcp-echo":      runTCPEcho,
+	"bigstream":     runBigStream,
 }
 
 func usage() {
