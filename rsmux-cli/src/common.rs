@@ -10,12 +10,14 @@ use rsmux::Config;
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "smux options (named as in kcptun)")]
 pub struct SmuxOpts {
-    /// smux protocol version, 1 or 2 (both peers must agree; there is no negotiation)
+    /// smux protocol version, 1 or 2 (both peers must agree: smux has no negotiation).
+    /// Servers also take `auto`: each session speaks the version of its client's first frame
     #[arg(
         long,
-        value_name = "1|2",
-        default_value_t = 1,
-        allow_negative_numbers = true
+        value_name = "1|2|auto",
+        default_value = "1",
+        allow_negative_numbers = true,
+        value_parser = parse_smuxver
     )]
     pub smuxver: u8,
     /// Session receive buffer: received bytes not yet read, all streams together
@@ -39,19 +41,58 @@ pub struct SmuxOpts {
     pub fixed_streambuf: bool,
 }
 
+/// `--smuxver auto`, as stored in [`SmuxOpts::smuxver`].
+pub const SMUXVER_AUTO: u8 = 0;
+
+/// Parses `--smuxver`: `auto`, or a number (versions other than 1 and 2 are left for the
+/// library to reject, naming the flag).
+pub fn parse_smuxver(s: &str) -> Result<u8, String> {
+    if s.trim().eq_ignore_ascii_case("auto") {
+        return Ok(SMUXVER_AUTO);
+    }
+    match s.trim().parse::<u8>() {
+        Ok(SMUXVER_AUTO) | Err(_) => Err(format!("must be 1, 2 or auto, not {s:?}")),
+        Ok(v) => Ok(v),
+    }
+}
+
+/// How a session's version reads in logs: `v1`, `v2` or `auto`.
+pub fn version_label(config: &Config) -> String {
+    if config.detect_version {
+        "auto (v1 or v2, from each client)".into()
+    } else {
+        format!("v{}", config.version)
+    }
+}
+
 impl SmuxOpts {
-    /// The session configuration, checked by the library. The error is a one-line message
-    /// that starts with the offending flag's name.
+    /// The session configuration for a server, checked by the library. The error is a
+    /// one-line message that starts with the offending flag's name.
     pub fn config(&self) -> Result<Config, String> {
         self.config_with_version(self.smuxver)
     }
 
-    /// Like [`config`](Self::config), with another protocol version.
+    /// Like [`config`](Self::config), for a client: `--smuxver auto` is refused.
+    pub fn client_config(&self) -> Result<Config, String> {
+        if self.smuxver == SMUXVER_AUTO {
+            return Err(
+                "--smuxver auto: only a server takes the version from its client \
+                        (rsmux echo, rsmux tunnel server); a client must say 1 or 2"
+                    .into(),
+            );
+        }
+        self.config()
+    }
+
+    /// Like [`config`](Self::config), with another protocol version ([`SMUXVER_AUTO`]:
+    /// detected per session, a server only).
     pub fn config_with_version(&self, version: u8) -> Result<Config, String> {
         let disabled = self.keepalive.is_zero();
         let defaults = Config::default();
+        let auto = version == SMUXVER_AUTO;
         let config = Config {
-            version,
+            version: if auto { 1 } else { version },
+            detect_version: auto,
             keep_alive_disabled: disabled,
             keep_alive_interval: if disabled {
                 defaults.keep_alive_interval
@@ -63,6 +104,7 @@ impl SmuxOpts {
             max_receive_buffer: self.smuxbuf,
             max_stream_buffer: self.streambuf,
             stream_window_auto_tune: !self.fixed_streambuf,
+            ..defaults
         };
         match config.validate() {
             Ok(()) => Ok(config),

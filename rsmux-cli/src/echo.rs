@@ -25,6 +25,7 @@ pub const EXAMPLES: &str = "\
 Examples:
   rsmux echo --listen 127.0.0.1:7000
   rsmux echo --listen 127.0.0.1:0 --smuxver 2        prints the port it got
+  rsmux echo --listen 127.0.0.1:7000 --smuxver auto  serves v1 and v2 clients
   rsmux echo --listen [::1]:7000 --keepalive 0       no keepalive
   rsmux echo --listen 127.0.0.1:7000 --max-streams 100   at most 100 streams per session
 
@@ -62,8 +63,9 @@ pub async fn run(args: EchoArgs) -> Result<()> {
     let local = listener.local_addr().context("listener address")?;
     common::print_listening(local);
     info!(
-        "echo server on {local} (smux v{}, frames up to {} bytes)",
-        config.version, config.max_frame_size
+        "echo server on {local} (smux {}, frames up to {} bytes)",
+        common::version_label(&config),
+        config.max_frame_size
     );
 
     let sessions: Registry = Arc::default();

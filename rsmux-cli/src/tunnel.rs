@@ -31,7 +31,8 @@ Examples:
 
 Each local TCP connection becomes one smux stream. Half-close crosses the tunnel both ways:
 a TCP shutdown becomes a FIN and a FIN becomes a TCP shutdown. Both sides must use the same
---smuxver. Both print 'listening on ADDR' when ready.";
+--smuxver, or the server takes `--smuxver auto` and serves v1 and v2 clients alike. Both print
+'listening on ADDR' when ready.";
 
 /// `rsmux tunnel` subcommands.
 #[derive(Subcommand, Debug)]
@@ -59,15 +60,6 @@ Examples:
 
 Streams are spread round-robin over --conns sessions. A session that dies is re-dialled with
 backoff (0.1 s doubling up to 5 s); new connections wait up to 10 s for a session.";
-
-impl TunnelCommand {
-    pub fn smux(&self) -> &SmuxOpts {
-        match self {
-            TunnelCommand::Server(a) => &a.smux,
-            TunnelCommand::Client(a) => &a.smux,
-        }
-    }
-}
 
 /// Arguments of `rsmux tunnel server`.
 #[derive(Args, Debug)]
@@ -144,8 +136,9 @@ async fn run_server(args: ServerArgs) -> Result<()> {
     let local = listener.local_addr().context("listener address")?;
     common::print_listening(local);
     info!(
-        "tunnel server on {local} -> {} (smux v{})",
-        args.target, config.version
+        "tunnel server on {local} -> {} (smux {})",
+        args.target,
+        common::version_label(&config)
     );
     let target: Arc<str> = args.target.into();
     loop {
@@ -197,7 +190,7 @@ async fn forward_to_target(stream: Stream, target: Arc<str>) {
 }
 
 async fn run_client(args: ClientArgs) -> Result<()> {
-    let config = args.smux.config().map_err(common::Failure)?;
+    let config = args.smux.client_config().map_err(common::Failure)?;
     let listener = common::bind(&args.listen).await?;
     let local = listener.local_addr().context("listener address")?;
     let server: Arc<str> = args.server.into();

@@ -90,6 +90,28 @@ fn config_values_checked_by_the_library() {
 }
 
 #[test]
+fn smuxver_auto_is_for_servers_only() {
+    usage_error(
+        &[
+            "tunnel",
+            "client",
+            "--listen",
+            "127.0.0.1:0",
+            "--server",
+            "127.0.0.1:1",
+            "--smuxver",
+            "auto",
+        ],
+        &["--smuxver auto", "only a server"],
+    );
+    usage_error(
+        &echo_with(&["--smuxver", "0"]),
+        &["--smuxver", "1, 2 or auto"],
+    );
+    usage_error(&echo_with(&["--smuxver", "automatic"]), &["--smuxver"]);
+}
+
+#[test]
 fn malformed_values_name_the_flag() {
     usage_error(&echo_with(&["--smuxbuf", "abc"]), &["--smuxbuf", "abc"]);
     usage_error(&echo_with(&["--streambuf", "12XB"]), &["--streambuf"]);

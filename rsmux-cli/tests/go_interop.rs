@@ -54,6 +54,87 @@ fn go_clients_against_rsmux_echo() {
     }
 }
 
+/// Go smux clients of both versions, at the same time, against one `rsmux echo --smuxver
+/// auto` and one `rsmux tunnel server --smuxver auto`: each session speaks its client's
+/// version (Go smux servers cannot do this; a mismatch there is a dead session).
+#[test]
+fn one_auto_version_server_serves_go_clients_of_both_versions() {
+    let go = go_peer();
+    let echo = Proc::rsmux(&["echo", "--listen", "127.0.0.1:0", "--smuxver", "auto"]);
+    let addr = echo.addr.to_string();
+    let clients: Vec<_> = ["1", "2", "1", "2"]
+        .into_iter()
+        .map(|v| {
+            let go = go.clone();
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let args = [
+                    "client",
+                    "-ver",
+                    v,
+                    "-connect",
+                    &addr,
+                    "-scenario",
+                    "parallel",
+                    "-streams",
+                    "50",
+                    "-msgs",
+                    "20",
+                    "-timeout",
+                    "40",
+                    "-quiet",
+                ];
+                (v, run(&go, &args, Duration::from_secs(50)))
+            })
+        })
+        .collect();
+    for c in clients {
+        let (v, out) = c.join().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("OK parallel"),
+            "Go client v{v}: {stdout}\n{}\nrsmux echo stderr: {}",
+            String::from_utf8_lossy(&out.stderr),
+            echo.stderr()
+        );
+    }
+
+    let rt = runtime();
+    let target = rt.block_on(tcp_echo_target()).to_string();
+    let server = Proc::rsmux(&[
+        "tunnel",
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--target",
+        &target,
+        "--smuxver",
+        "auto",
+    ]);
+    let s = server.addr.to_string();
+    for v in ["1", "2"] {
+        let client = Proc::start(
+            &go,
+            &[
+                "tunnel-client",
+                "-ver",
+                v,
+                "-listen",
+                "127.0.0.1:0",
+                "-server",
+                &s,
+                "-quiet",
+            ],
+        );
+        // The Go client drops the stream at our EOF, so shut down only after the echo.
+        rt.block_on(within(
+            Duration::from_secs(60),
+            "Go tunnel client through an auto-version server",
+            echo_through(client.addr, pattern(7, 4 << 20), Shutdown::AfterEcho),
+        ));
+    }
+}
+
 /// Go `tunnel-client` → `rsmux tunnel server` → TCP echo: 16 MiB byte-exact.
 #[test]
 fn go_tunnel_client_to_rsmux_tunnel_server() {

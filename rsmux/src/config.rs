@@ -45,6 +45,12 @@ pub struct Config {
     /// A stream's growth is given back when its reader closes. `false` advertises
     /// `max_stream_buffer` always, exactly as Go smux does.
     pub stream_window_auto_tune: bool,
+    /// Server only: take the protocol version (1 or 2) from the client's first frame, so one
+    /// server serves clients of both versions (a step Go smux cannot take: a deployment moves
+    /// from v1 to v2 without a flag day). The server sends nothing before that frame arrives;
+    /// [`version`](Config::version) is only used to report a first frame of another version.
+    /// Off by default: a server then speaks `version` only, exactly as Go's does.
+    pub detect_version: bool,
 }
 
 impl Default for Config {
@@ -58,6 +64,7 @@ impl Default for Config {
             max_receive_buffer: 4_194_304,
             max_stream_buffer: 65536,
             stream_window_auto_tune: true,
+            detect_version: false,
         }
     }
 }
@@ -116,11 +123,6 @@ impl Config {
             return err("max_stream_buffer", "must not be larger than 2147483647");
         }
         Ok(())
-    }
-
-    /// Whether protocol version 2 (per-stream windows) is in use.
-    pub(crate) fn v2(&self) -> bool {
-        self.version == 2
     }
 }
 

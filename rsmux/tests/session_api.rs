@@ -742,6 +742,9 @@ async fn timers_too_far_away_for_an_instant_never_fire_and_never_panic() {
     assert_eq!(&got, b"far");
     // A year of silence on the paused clock: the read is still waiting, the session alive.
     let pending = timeout(Duration::from_secs(365 * 86400), s.read(&mut got)).await;
-    assert!(pending.is_err(), "the far deadline or keepalive fired: {pending:?}");
+    assert!(
+        pending.is_err(),
+        "the far deadline or keepalive fired: {pending:?}"
+    );
     assert!(!client.is_closed());
 }

@@ -182,6 +182,12 @@ impl Session {
         self.shared.lock().conn.close_reason().cloned()
     }
 
+    /// The protocol version in use. With [`Config::detect_version`] on a server, `None` until
+    /// the client's first frame has arrived.
+    pub fn version(&self) -> Option<u8> {
+        self.shared.lock().conn.version()
+    }
+
     /// Number of open streams (0 once the session is closed, as in Go).
     #[doc(alias = "NumStreams")]
     pub fn num_streams(&self) -> usize {

@@ -142,13 +142,26 @@ pub struct Connection {
     advertised_windows: usize,
     /// Where new streams' v2 byte counters start: 0 on the wire; tests move it near the wrap.
     counter_base: u32,
+    /// The protocol version in use: the configured one, or the client's once detected.
+    version: u8,
+    /// `Config::detect_version` and the client's first frame has not arrived yet: nothing
+    /// is sent until it has.
+    detecting_version: bool,
 }
 
 impl Connection {
     /// A new session; `now` starts the keepalive timers.
     pub fn new(config: Config, role: Role, now: Instant) -> Result<Connection, ConfigError> {
         config.validate()?;
+        if config.detect_version && role == Role::Client {
+            return Err(ConfigError {
+                field: "detect_version",
+                reason: "only a server can take the version from its peer",
+            });
+        }
         Ok(Connection {
+            version: config.version,
+            detecting_version: config.detect_version,
             budget: Budget::new(config.max_receive_buffer),
             keepalive: Keepalive::new(&config, now),
             ids: IdAllocator::new(role),
@@ -178,6 +191,16 @@ impl Connection {
     /// The configuration in use.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The protocol version in use; with [`Config::detect_version`], `None` until the
+    /// client's first frame has arrived.
+    pub fn version(&self) -> Option<u8> {
+        (!self.detecting_version).then_some(self.version)
+    }
+
+    fn v2(&self) -> bool {
+        self.version == 2
     }
 
     /// True once the session was closed locally or died.
@@ -285,6 +308,7 @@ impl Connection {
     /// accepted data waits for window.
     pub fn has_pending_transmit(&self) -> bool {
         self.state != State::Closed
+            && !self.detecting_version
             && (self.nop_pending || !self.ring.is_empty() || self.send_queued > 0)
     }
 
@@ -297,10 +321,11 @@ impl Connection {
     /// Moves frames into `tx` until it holds at least `max_bytes`, one frame per stream per
     /// round-robin turn: a stream's SYN and UPD go ahead of its data, its FIN behind it.
     pub fn poll_transmit(&mut self, tx: &mut TxBuf, max_bytes: usize) {
-        if self.state == State::Closed {
+        if self.state == State::Closed || self.detecting_version {
             return;
         }
-        let version = self.config.version;
+        let version = self.version;
+        let v2 = self.v2();
         if std::mem::take(&mut self.nop_pending) {
             tx.push(Header::new(version, Cmd::Nop, 0, 0), Bytes::new());
         }
@@ -321,12 +346,12 @@ impl Connection {
                     .advertised(self.config.max_stream_buffer as u32);
                 let body = encode_upd(consumed, window);
                 tx.push_small(Header::new(version, Cmd::Upd, UPD_LEN as u16, id), &body);
-            } else if !s.send.is_empty() && window(&self.config, s, id) > 0 {
-                let n =
-                    s.send
-                        .len()
-                        .min(self.config.max_frame_size)
-                        .min(window(&self.config, s, id));
+            } else if !s.send.is_empty() && window(v2, s, id) > 0 {
+                let n = s
+                    .send
+                    .len()
+                    .min(self.config.max_frame_size)
+                    .min(window(v2, s, id));
                 let payload = s.send.split_to(n).freeze();
                 if s.send.is_empty() {
                     // Let go of the allocation: an idle stream holds no buffer.
@@ -344,7 +369,7 @@ impl Connection {
             if progress && std::mem::take(&mut s.write_waiting) {
                 self.events.push_back(Event::Writable(id));
             }
-            if s.wants_transmit(window(&self.config, s, id) > 0) {
+            if s.wants_transmit(window(v2, s, id) > 0) {
                 s.in_ring = true;
                 self.ring.push_back(id);
             } else {
@@ -382,7 +407,10 @@ impl Connection {
             let Some(raw) = rb.header() else {
                 return;
             };
-            let h = match Header::decode(raw, self.config.version) {
+            if self.detecting_version {
+                self.detect_version(raw[0]);
+            }
+            let h = match Header::decode(raw, self.version) {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::debug!(error = %e, "peer broke the protocol");
@@ -412,6 +440,19 @@ impl Connection {
                     rb.skip(UPD_LEN);
                     self.on_upd(h.stream_id, consumed, window);
                 }
+            }
+        }
+    }
+
+    /// `Config::detect_version`: adopts the version byte of the client's first frame if it
+    /// is 1 or 2 (another value fails to decode as a mismatch with the configured version).
+    fn detect_version(&mut self, version: u8) {
+        if matches!(version, 1 | 2) {
+            tracing::debug!(version, "version taken from the client's first frame");
+            self.version = version;
+            self.detecting_version = false;
+            if self.has_pending_transmit() {
+                self.wake_driver = true;
             }
         }
     }
@@ -646,24 +687,22 @@ impl Connection {
         self.advertised_windows += new - old;
     }
 
-    /// Counts the window of new stream `id` (v2).
+    /// Counts the window of new stream `id` (in both versions: a detected version may
+    /// change after streams exist).
     fn count_window(&mut self, id: u32) {
-        if self.config.v2() {
-            let s = &self.streams[&id];
-            self.advertised_windows +=
-                s.recv_window
-                    .advertised(self.config.max_stream_buffer as u32) as usize;
-        }
+        let s = &self.streams[&id];
+        self.advertised_windows +=
+            s.recv_window
+                .advertised(self.config.max_stream_buffer as u32) as usize;
     }
 
     /// Stops counting the window of stream `id`: it will not read any more.
     fn uncount_window(&mut self, id: u32) {
         let configured = self.config.max_stream_buffer as u32;
-        let v2 = self.config.v2();
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
-        if v2 && !s.read_closed {
+        if !s.read_closed {
             self.advertised_windows -= s.recv_window.advertised(configured) as usize;
             s.recv_window.set_growth(0);
         }
@@ -672,8 +711,9 @@ impl Connection {
     /// Accounting after the application took `n > 0` bytes of stream `id`: budget back, and
     /// in v2 an UPD when one is due (SPEC §5).
     fn consumed(&mut self, id: u32, n: usize) {
+        let v2 = self.v2();
         let s = self.streams.get_mut(&id).expect("checked by caller");
-        if self.config.v2() {
+        if v2 {
             let window = s
                 .recv_window
                 .advertised(self.config.max_stream_buffer as u32);
@@ -698,10 +738,11 @@ impl Connection {
             return Ok(Progress::Ready(0));
         }
         let session_room = self.send_cap().saturating_sub(self.send_queued);
+        let v2 = self.v2();
         let s = self.streams.get_mut(&id).expect("checked");
         // In v2, accept no more than the peer's window can take: data waiting for a window
         // would otherwise fill the session-wide cap and block every other stream.
-        let window_room = window(&self.config, s, id).saturating_sub(s.send.len());
+        let window_room = window(v2, s, id).saturating_sub(s.send.len());
         let room = STREAM_SEND_BUFFER
             .saturating_sub(s.send.len())
             .min(session_room)
@@ -889,7 +930,7 @@ impl Connection {
         let Some(s) = self.streams.get(&id) else {
             return;
         };
-        if !s.in_ring && s.wants_transmit(window(&self.config, s, id) > 0) {
+        if !s.in_ring && s.wants_transmit(window(self.v2(), s, id) > 0) {
             self.streams.get_mut(&id).expect("present").in_ring = true;
             self.ring.push_back(id);
             self.wake_driver = true;
@@ -976,8 +1017,8 @@ impl Connection {
 
 /// Bytes stream `s` may send now: its v2 window, or unlimited in v1. An impossible window
 /// counts as closed (the stream's writes fail instead).
-fn window(config: &Config, s: &StreamState, id: u32) -> usize {
-    if !config.v2() {
+fn window(v2: bool, s: &StreamState, id: u32) -> usize {
+    if !v2 {
         return usize::MAX;
     }
     s.send_window.available(id).unwrap_or(0) as usize

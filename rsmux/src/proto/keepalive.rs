@@ -62,7 +62,10 @@ impl Keepalive {
         if !self.enabled {
             return None;
         }
-        [self.next_ping, self.next_check].into_iter().flatten().min()
+        [self.next_ping, self.next_check]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Fires the timers due at `now`.
@@ -212,7 +215,10 @@ mod tests {
             assert_eq!(k.poll_timeout(), None);
         }
         assert_eq!(next_after(t0, Duration::MAX, t0), None);
-        assert_eq!(next_after(t0, Duration::from_nanos(1), t0), Some(t0 + Duration::from_nanos(1)));
+        assert_eq!(
+            next_after(t0, Duration::from_nanos(1), t0),
+            Some(t0 + Duration::from_nanos(1))
+        );
     }
 
     #[test]

@@ -902,3 +902,97 @@ fn a_closing_session_drops_late_data_but_still_takes_window_updates() {
     ));
     assert!(p.client.wants_shutdown(), "queued data left thanks to UPD");
 }
+
+fn detecting_server() -> Config {
+    Config {
+        detect_version: true,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn a_detecting_server_speaks_the_version_of_each_client() {
+    for version in [1u8, 2] {
+        let mut p = Pair::new(Config {
+            version,
+            ..Config::default()
+        });
+        p.server = Connection::new(detecting_server(), Role::Server, p.now).unwrap();
+        assert_eq!(p.server.version(), None);
+        // A stream the server opens before the client spoke waits: nothing leaves yet.
+        let early = p.server.open().unwrap();
+        p.server.write(early, b"early", p.now).unwrap();
+        assert!(transmit(&mut p.server).is_empty());
+        assert!(!p.server.has_pending_transmit());
+        let id = p.client.open().unwrap();
+        p.client.write(id, b"hello", p.now).unwrap();
+        p.drive();
+        assert_eq!(p.server.version(), Some(version));
+        let sid = p.accept();
+        assert_eq!(Pair::read_all(&mut p.server, sid, p.now), b"hello");
+        p.server.write(sid, b"world", p.now).unwrap();
+        let wire = transmit(&mut p.server);
+        assert_eq!(wire[0], version);
+        let cmds: Vec<u8> = frames(&wire).into_iter().map(|f| f.0).collect();
+        // v2 acknowledges the read with an UPD; v1 has none.
+        assert_eq!(cmds.contains(&UPD), version == 2, "{cmds:?}");
+        p.client_rb.extend_from_slice(&wire);
+        p.client.handle_input(&mut p.client_rb);
+        p.drive();
+        assert_eq!(Pair::read_all(&mut p.client, id, p.now), b"world");
+        assert_eq!(p.client.accept().unwrap(), Some(early));
+        assert_eq!(Pair::read_all(&mut p.client, early, p.now), b"early");
+        assert!(!p.client.is_closed() && !p.server.is_closed());
+    }
+}
+
+#[test]
+fn a_detecting_server_rejects_unknown_versions_and_a_later_switch() {
+    let now = Instant::now();
+    let mut s = Connection::new(detecting_server(), Role::Server, now).unwrap();
+    feed(&mut s, &frame(3, Cmd::Syn, 3, &[]));
+    assert!(matches!(
+        s.close_reason(),
+        Some(Error::Protocol(ProtocolError::VersionMismatch {
+            got: 3,
+            ..
+        }))
+    ));
+    let mut s = Connection::new(detecting_server(), Role::Server, now).unwrap();
+    feed(&mut s, &frame(2, Cmd::Syn, 3, &[]));
+    feed(&mut s, &frame(1, Cmd::Syn, 5, &[]));
+    assert!(matches!(
+        s.close_reason(),
+        Some(Error::Protocol(ProtocolError::VersionMismatch {
+            got: 1,
+            expected: 2
+        }))
+    ));
+}
+
+#[test]
+fn only_a_server_detects_the_version() {
+    let e = Connection::new(detecting_server(), Role::Client, Instant::now()).unwrap_err();
+    assert_eq!(e.field, "detect_version");
+}
+
+#[test]
+fn a_detecting_server_sends_no_keepalive_before_the_client_spoke_and_can_close() {
+    let config = Config {
+        keep_alive_interval: Duration::from_secs(1),
+        keep_alive_timeout: Duration::from_secs(100),
+        ..detecting_server()
+    };
+    let mut now = Instant::now();
+    let mut s = Connection::new(config, Role::Server, now).unwrap();
+    now += Duration::from_secs(2);
+    s.handle_timeout(now);
+    assert!(transmit(&mut s).is_empty());
+    feed(&mut s, &frame(1, Cmd::Nop, 0, &[]));
+    assert_eq!(frames(&transmit(&mut s)), vec![(Cmd::Nop as u8, 0, 0)]);
+    // A graceful close before the client spoke needs nothing sent.
+    let mut s = Connection::new(detecting_server(), Role::Server, now).unwrap();
+    let _ = s.open().unwrap();
+    assert!(s.close(now));
+    assert!(s.wants_shutdown());
+}
