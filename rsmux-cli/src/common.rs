@@ -104,7 +104,6 @@ impl SmuxOpts {
             max_receive_buffer: self.smuxbuf,
             max_stream_buffer: self.streambuf,
             stream_window_auto_tune: !self.fixed_streambuf,
-            ..defaults
         };
         match config.validate() {
             Ok(()) => Ok(config),
