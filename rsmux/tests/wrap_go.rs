@@ -19,12 +19,13 @@
 //!   2 MiB) a 128 KiB read never drains a window, and with Go's 64 KiB window the reader in
 //!   practice gets Go's 32 KiB frames one at a time, so after a skipped UPD the sender still
 //!   has half a window to send and the next UPD carries on.
-//! - `go_to_rsmux_large_reads` (the same with `Config::default()`),
-//!   `go_to_rsmux_large_reads_go_window`, `go_to_rsmux_small_reads` (4 KiB reads),
-//!   `go_to_rsmux_small_reads_go_window`, `rsmux_to_go` (rsmux writes 128 KiB `write_all`s;
-//!   Go reads, checks and answers its count and the offset of the first wrong byte),
-//!   `rsmux_to_go_go_window`: only with `RSMUX_WRAP_GO_ALL=1`, otherwise they print that they
-//!   were skipped and pass: `RSMUX_WRAP_GO_ALL=1 cargo nextest run -p rsmux --test wrap_go`.
+//! - `go_to_rsmux_large_reads` (the same with `Config::default()`) and `rsmux_to_go` (rsmux
+//!   writes 128 KiB `write_all`s; Go reads, checks and answers its count and the offset of
+//!   the first wrong byte) — also **run by default**: both directions cross the wrap in CI.
+//! - `go_to_rsmux_large_reads_go_window`, `go_to_rsmux_small_reads` (4 KiB reads),
+//!   `go_to_rsmux_small_reads_go_window`, `rsmux_to_go_go_window`: only with
+//!   `RSMUX_WRAP_GO_ALL=1`, otherwise they print that they were skipped and pass:
+//!   `RSMUX_WRAP_GO_ALL=1 cargo nextest run -p rsmux --test wrap_go`.
 //! - `go_reader_reports_a_wrong_byte` (default, a few MiB): the Go side's check is not vacuous.
 //!
 //! The data is `periodic_table(streamID)` (see `interop_support`): a pattern with a prime
@@ -277,9 +278,6 @@ async fn go_to_rsmux_large_reads_one_frame_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_to_rsmux_large_reads() {
-    if skipped("go_to_rsmux_large_reads") {
-        return;
-    }
     go_writes_rsmux_reads("Go -> rsmux, 128 KiB reads, auto-tuned window", LARGE, true).await;
 }
 
@@ -309,9 +307,6 @@ async fn go_to_rsmux_small_reads_go_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsmux_to_go() {
-    if skipped("rsmux_to_go") {
-        return;
-    }
     rsmux_writes_go_reads("rsmux -> Go, 128 KiB writes, auto-tuned window", true).await;
 }
 
