@@ -134,3 +134,104 @@ fn idle_streams_cost_little_memory() {
         drop(theirs);
     });
 }
+
+/// Protocol v2 with auto-tuned windows: streams whose readers kept up grow their windows,
+/// then every reader stops while the writers go on. Unread data must stay within half the
+/// receive budget (the auto-tuning bound; the configured windows of these few streams are
+/// less than that), the heap behind it bounded accordingly, and another stream must still
+/// get through.
+#[test]
+fn auto_tuned_windows_of_stalled_readers_stay_within_half_the_budget() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const BUDGET: usize = 4 << 20;
+    const STREAMS: usize = 8;
+    const KEPT_UP: usize = 8 << 20;
+    // On tokio's paused clock the writers' 300 ms timeouts fire only once every task is
+    // blocked, that is once the windows have stopped every writer: no real waiting.
+    let paused = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    paused.block_on(async {
+        let (a, b) = tokio::io::duplex(256 * 1024);
+        let cfg = Config {
+            version: 2,
+            max_receive_buffer: BUDGET,
+            keep_alive_disabled: true,
+            ..Config::default()
+        };
+        assert!(cfg.stream_window_auto_tune, "on by default");
+        let client = Session::client(a, cfg.clone()).unwrap();
+        let server = Session::server(b, cfg).unwrap();
+        let before = live();
+        reset_peak();
+        let mut writers = Vec::new();
+        let mut readers = Vec::new();
+        for _ in 0..STREAMS {
+            let mut w = client.open_stream().await.unwrap();
+            w.write_all(b"x").await.unwrap();
+            let mut r = server.accept_stream().await.unwrap();
+            r.read_exact(&mut [0u8; 1]).await.unwrap();
+            // The writer goes on until the window stops it (300 ms on the paused clock).
+            writers.push(tokio::spawn(async move {
+                let chunk = vec![7u8; 128 * 1024];
+                let mut sent = 0usize;
+                while let Ok(res) =
+                    tokio::time::timeout(Duration::from_millis(300), w.write_all(&chunk)).await
+                {
+                    res.unwrap();
+                    sent += chunk.len();
+                }
+                (w, sent)
+            }));
+            // The reader keeps up for a while, then stops reading (and keeps the stream).
+            readers.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 128 * 1024];
+                let mut got = 0;
+                while got < KEPT_UP {
+                    let n = r.read(&mut buf[..(KEPT_UP - got).min(128 * 1024)]).await.unwrap();
+                    got += n;
+                }
+                r
+            }));
+        }
+        let mut held_streams = Vec::new();
+        for r in readers {
+            held_streams.push(r.await.unwrap());
+        }
+        let mut unread = 0;
+        let mut blocked_writers = Vec::new();
+        for w in writers {
+            let (w, sent) = w.await.unwrap();
+            unread += sent - KEPT_UP;
+            blocked_writers.push(w);
+        }
+        let buffered = server.buffered_bytes();
+        let peak = peak() - before;
+        let held = live() - before;
+        eprintln!(
+            "auto-tuned v2, {STREAMS} stalled streams: {buffered} B unread \
+             ({unread} B written past the reads), {held} B held, peak {peak} B"
+        );
+        // The windows grew: more is unread than the configured windows allow ...
+        assert!(buffered > STREAMS * 65536 + 65536, "windows never grew: {buffered}");
+        // ... but no more than half the budget: the other half stays free.
+        assert!(buffered <= BUDGET / 2, "{buffered} B unread");
+        let overhead = 256 * 1024 + rsmux::proto::CHUNK + STREAMS * 300 * 1024;
+        assert!(
+            peak < (3 * BUDGET / 2 + overhead) as isize,
+            "peak heap {peak} B for {buffered} B unread"
+        );
+        // Another stream still gets through.
+        let mut w = client.open_stream().await.unwrap();
+        w.write_all(b"still moving").await.unwrap();
+        w.shutdown().await.unwrap();
+        let mut r = server.accept_stream().await.unwrap();
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"still moving");
+        drop(held_streams);
+        assert_eq!(server.buffered_bytes(), 0);
+    });
+}
