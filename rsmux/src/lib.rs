@@ -37,7 +37,14 @@
 //! Frames sent are always well formed (LENGTH 0 on SYN/FIN/NOP, UPD only in v2), so every Go
 //! smux from 1.5.16 to 1.5.57 accepts them. Received frames are checked as strictly as the
 //! latest Go does; a malformed one closes the session with [`Error::Protocol`]. Both peers must
-//! be configured with the same [`Config::version`].
+//! be configured with the same [`Config::version`], unless the server sets
+//! [`Config::detect_version`] and takes each client's version from its first frame.
+//!
+//! Beyond Go, on the same wire: a v2 receiver grows the window it advertises while its reader
+//! keeps up ([`Config::stream_window_auto_tune`], on by default), so one stream runs at line
+//! speed without hand-tuning; and the v2 byte counters work past 2^32 bytes on a stream
+//! (a window update whose count wrapped to exactly 0, which Go skips, is sent: skipping it can
+//! stall a reader that drains its whole window at that point).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
