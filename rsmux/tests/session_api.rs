@@ -748,3 +748,38 @@ async fn timers_too_far_away_for_an_instant_never_fire_and_never_panic() {
     );
     assert!(!client.is_closed());
 }
+
+#[tokio::test]
+async fn a_detecting_server_reports_the_version_its_client_speaks() {
+    for version in [1u8, 2] {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let client = Session::client(a, v(version)).unwrap();
+        let server = Session::server(
+            b,
+            Config {
+                detect_version: true,
+                ..Config::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(server.version(), None);
+        let _echo = spawn_echo(server.clone());
+        let mut s = client.open_stream().await.unwrap();
+        s.write_all(b"which version?").await.unwrap();
+        s.shutdown().await.unwrap();
+        assert_eq!(read_to_end(&mut s).await, b"which version?");
+        assert_eq!(server.version(), Some(version));
+        assert_eq!(client.version(), Some(version));
+    }
+    // A client cannot detect: it speaks first.
+    let (a, _b) = tokio::io::duplex(64);
+    let e = Session::client(
+        a,
+        Config {
+            detect_version: true,
+            ..Config::default()
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("detect_version"), "{e}");
+}
