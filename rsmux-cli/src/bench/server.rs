@@ -8,6 +8,9 @@
 //! - `P`: the server answers `P`, then reads until EOF and closes.
 //!
 //! EOF before a request ends the stream.
+//!
+//! With `--echo` the server echoes every stream instead (until EOF, then it half-closes): the
+//! raw TCP reference of the bench's echo workloads.
 
 use std::io;
 
@@ -43,6 +46,9 @@ pub struct ServerArgs {
     /// Plain TCP or smux sessions
     #[arg(long, value_enum, default_value_t = Transport::Smux)]
     pub transport: Transport,
+    /// Echo every stream until EOF, then half-close, instead of the benchmark protocol
+    #[arg(long)]
+    pub echo: bool,
     #[command(flatten)]
     pub smux: SmuxOpts,
 }
@@ -59,9 +65,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
                 continue;
             };
             let _ = tcp.set_nodelay(true);
+            let echo = args.echo;
             match args.transport {
                 Transport::Tcp => {
-                    tokio::spawn(serve_logged(tcp));
+                    tokio::spawn(serve_logged(tcp, echo));
                 }
                 Transport::Smux => {
                     let Ok(session) = Session::server(tcp, config.clone()) else {
@@ -69,7 +76,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
                     };
                     tokio::spawn(async move {
                         while let Ok(stream) = session.accept_stream().await {
-                            tokio::spawn(serve_logged(stream));
+                            tokio::spawn(serve_logged(stream, echo));
                         }
                     });
                 }
@@ -89,10 +96,23 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     Ok(())
 }
 
-async fn serve_logged<S: AsyncRead + AsyncWrite + Unpin>(io: S) {
-    if let Err(e) = serve_stream(io).await {
+async fn serve_logged<S: AsyncRead + AsyncWrite + Unpin>(io: S, echo: bool) {
+    let res = if echo {
+        echo_stream(io).await
+    } else {
+        serve_stream(io).await
+    };
+    if let Err(e) = res {
         debug!("bench stream: {e}");
     }
+}
+
+/// Echoes one stream until EOF, then half-closes it.
+pub async fn echo_stream<S: AsyncRead + AsyncWrite + Unpin>(io: S) -> io::Result<()> {
+    let (r, mut w) = tokio::io::split(io);
+    let mut r = tokio::io::BufReader::with_capacity(IO_SIZE, r);
+    tokio::io::copy_buf(&mut r, &mut w).await?;
+    w.shutdown().await
 }
 
 /// Serves one benchmark stream.
