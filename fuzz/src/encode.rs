@@ -3,7 +3,7 @@
 //! `u32` that `(x * count) >> 32` maps to the variant index, [`Raw`] its own `u16` length).
 //! The round trip is checked by the crate's tests.
 
-use crate::session::{Consumed, FrameCmd, Op, Raw, Setup, Sid, Window};
+use crate::session::{Consumed, CounterBase, FrameCmd, Maybe, Op, Raw, Setup, Sid, Window};
 
 /// Appends the encoding of a value.
 pub trait Encode {
@@ -120,6 +120,35 @@ impl Encode for Setup {
         self.frame_size.encode(out);
         self.receive_buffer.encode(out);
         self.stream_buffer.encode(out);
+        self.auto_tune.encode(out);
+        self.counter_base.encode(out);
+        self.ids_left.encode(out);
+        self.last_serial.encode(out);
+    }
+}
+
+/// A mode byte and a `u32`, always.
+impl Encode for CounterBase {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let (mode, arg) = match *self {
+            CounterBase::Zero => (0u8, 0),
+            CounterBase::BelowWrap(d) => (1, u32::from(d)),
+            CounterBase::Raw(b) => (2, b),
+            CounterBase::AtRead(k) => (3, u32::from(k)),
+        };
+        mode.encode(out);
+        arg.encode(out);
+    }
+}
+
+/// A flag and a value, always.
+impl<T: Encode + Default> Encode for Maybe<T> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.0.is_some().encode(out);
+        match &self.0 {
+            Some(v) => v.encode(out),
+            None => T::default().encode(out),
+        }
     }
 }
 

@@ -6,7 +6,12 @@
 //! consumed), the accept queue and the bytes waiting in its `RecvBuffer`. The frames the
 //! connection consumes are re-parsed from that mirror, so peer input may be arbitrary bytes in
 //! arbitrary pieces. Every frame it transmits is parsed and checked (well formed, on a known
-//! stream, SYN first, nothing after FIN, data in order, v2 window respected).
+//! stream, SYN first, nothing after FIN, data in order, v2 window respected, v2 window updates
+//! exact and never owed).
+//!
+//! The setup starts the connection's counters at offsets of its choice, such as just below
+//! their wrap points (the `test-util` hooks): v2 byte counters, stream ids (the fuzzed peer's
+//! fresh ids start as high) and stream serials. The model's counters start at the same ones.
 
 use std::{
     collections::{btree_map::Entry, BTreeMap, BTreeSet, HashSet, VecDeque},
@@ -46,6 +51,70 @@ pub struct Setup {
     pub receive_buffer: u8,
     /// Index into [`STREAM_BUFFERS`] (clamped to the receive buffer).
     pub stream_buffer: u8,
+    /// v2 receive-window auto-tuning (`stream_window_auto_tune`).
+    pub auto_tune: bool,
+    /// Where every stream's v2 byte counters start.
+    pub counter_base: CounterBase,
+    /// `Some(n)`: both ends have only `n` stream ids left (ours: then `Error::GoAway`).
+    pub ids_left: Maybe<u16>,
+    /// `Some(d)`: the last stream serial was `u64::MAX - d` (serials wrap).
+    pub last_serial: Maybe<u8>,
+}
+
+/// An optional value that always takes the same input bytes (a flag byte, then the value), so
+/// that a mutation of the flag keeps the rest of the input in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Maybe<T>(pub Option<T>);
+
+impl<'a, T: Arbitrary<'a>> Arbitrary<'a> for Maybe<T> {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        let some = bool::arbitrary(u)?;
+        let value = T::arbitrary(u)?;
+        Ok(Maybe(some.then_some(value)))
+    }
+}
+
+/// First value of the v2 byte counters (bytes written, read, consumed) of every stream, on
+/// both ends (on the wire both start at 0). In an input: a mode byte (`% 4`: the variants in
+/// order), then a `u32` argument, always (so that a mutation of the mode keeps the rest of the
+/// input in place).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterBase {
+    /// 0, as on the wire.
+    Zero,
+    /// `u32::MAX - d`: the counters wrap after `d + 1` bytes.
+    BelowWrap(u16),
+    /// Any value.
+    Raw(u32),
+    /// Wherever the read counter wraps exactly at the end of a read: the input runs from 0
+    /// first, then again with the base that makes the count after its `k`-th read (modulo
+    /// their number) 0, see [`run_ops`]. (A fuzzer rarely lines a base up with a read by
+    /// itself; an UPD due exactly at the wrap is the case that stalled.)
+    AtRead(u8),
+}
+
+impl<'a> Arbitrary<'a> for CounterBase {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        let mode = u8::arbitrary(u)?;
+        let arg = u32::arbitrary(u)?;
+        Ok(match mode % 4 {
+            0 => CounterBase::Zero,
+            1 => CounterBase::BelowWrap(arg as u16),
+            2 => CounterBase::Raw(arg),
+            _ => CounterBase::AtRead(arg as u8),
+        })
+    }
+}
+
+impl CounterBase {
+    /// The base value (`AtRead` is resolved by [`run_ops`]; by itself it starts at 0).
+    pub fn value(self) -> u32 {
+        match self {
+            CounterBase::Zero | CounterBase::AtRead(_) => 0,
+            CounterBase::BelowWrap(d) => u32::MAX - u32::from(d),
+            CounterBase::Raw(b) => b,
+        }
+    }
 }
 
 /// `max_frame_size` choices.
@@ -56,7 +125,7 @@ pub const RECEIVE_BUFFERS: [usize; 4] = [65536, 65536, 16384, 1000];
 pub const STREAM_BUFFERS: [usize; 6] = [65536, 1, 100, 4096, 32768, 65536];
 
 impl Setup {
-    /// The configuration this setup selects.
+    /// The configuration this setup selects (other fields: the defaults).
     pub fn config(&self) -> Config {
         let max_receive_buffer = RECEIVE_BUFFERS[usize::from(self.receive_buffer) % 4];
         let mode = usize::from(self.keepalive % 4);
@@ -75,7 +144,50 @@ impl Setup {
             max_receive_buffer,
             max_stream_buffer: STREAM_BUFFERS[usize::from(self.stream_buffer) % 6]
                 .min(max_receive_buffer),
+            stream_window_auto_tune: self.auto_tune,
+            ..Config::default()
         }
+    }
+
+    /// The id of the last stream the end with `role` opened, as the setup starts it.
+    pub fn last_id(&self, role: Role) -> u32 {
+        // The highest id of the role's parity, minus `n` ids; 1 or 0 as Go starts.
+        let top = match role {
+            Role::Client => u32::MAX,
+            Role::Server => u32::MAX - 1,
+        };
+        match self.ids_left.0 {
+            Some(n) => top - 2 * u32::from(n),
+            None => top % 2,
+        }
+    }
+
+    /// The serial of the last stream created, as the setup starts it.
+    pub fn last_serial(&self) -> u64 {
+        self.last_serial.0.map_or(0, |d| u64::MAX - u64::from(d))
+    }
+
+    /// A connection with this setup's configuration and counter offsets.
+    pub fn connection(&self, role: Role, now: Instant) -> Connection {
+        let mut conn = Connection::new(self.config(), role, now).expect("valid config");
+        self.start_counters(&mut conn, role);
+        conn
+    }
+
+    /// Starts the counters of `conn` (a new connection with `role`, ours or the peer's) at
+    /// this setup's offsets.
+    pub fn start_counters(&self, conn: &mut Connection, role: Role) {
+        conn.test_set_counter_base(self.counter_base.value());
+        conn.test_set_last_stream_id(self.last_id(role));
+        conn.test_set_last_serial(self.last_serial());
+    }
+}
+
+/// The other end's role.
+pub fn peer_role(role: Role) -> Role {
+    match role {
+        Role::Client => Role::Server,
+        Role::Server => Role::Client,
     }
 }
 
@@ -296,12 +408,44 @@ pub struct Stats {
     pub upds_out: usize,
     /// FIN frames transmitted.
     pub fins_out: usize,
+    /// UPD frames transmitted whose CONSUMED wrapped to exactly 0.
+    pub upds_at_wrap: usize,
+    /// Opens that failed with `Error::GoAway`.
+    pub go_aways: usize,
     /// Whether the session ended.
     pub terminated: bool,
 }
 
 /// Runs `ops` on a fresh connection, checking the model after every step.
+///
+/// With [`CounterBase::AtRead`], twice: from 0, then with the counters starting so that they
+/// wrap exactly where one of the reads of the first run ended (the connection's behaviour
+/// does not depend on the base, so the same reads end at the same counts; peer frames with
+/// absolute counter values may make the runs differ, which is fine). Every UPD becomes due at
+/// the end of a read.
 pub fn run_ops(setup: &Setup, ops: &[Op]) -> Stats {
+    let CounterBase::AtRead(k) = setup.counter_base else {
+        return run_once(setup, ops).0;
+    };
+    let dry = Setup {
+        counter_base: CounterBase::Zero,
+        ..setup.clone()
+    };
+    let (stats, read_ends) = run_once(&dry, ops);
+    if read_ends.is_empty() {
+        return stats;
+    }
+    let at = read_ends[usize::from(k) % read_ends.len()];
+    let aimed = Setup {
+        counter_base: CounterBase::Raw(0u32.wrapping_sub(at)),
+        ..setup.clone()
+    };
+    run_once(&aimed, ops).0
+}
+
+/// One run; also returns the stream's count of bytes read (wrapping) after every read that
+/// returned data.
+fn run_once(setup: &Setup, ops: &[Op]) -> (Stats, Vec<u32>) {
     let mut h = Harness::new(setup);
     for op in ops {
         h.step(op);
@@ -310,7 +454,32 @@ pub fn run_ops(setup: &Setup, ops: &[Op]) -> Stats {
     h.step(&Op::Transmit { max: u16::MAX });
     h.check(true);
     h.stats.terminated = h.conn.is_terminated();
-    h.stats
+    (h.stats, h.read_ends)
+}
+
+/// Most doublings of the configured window auto-tuning applies (the library's `MAX_GROWTH`).
+const MAX_GROWTH: u32 = 10;
+
+/// A v2 UPD's WINDOW: the configured window, or with auto-tuning a power-of-two multiple of it
+/// (at most [`MAX_GROWTH`] doublings) that fits half the receive budget.
+fn check_upd_window(config: &Config, window: u32) {
+    let configured = config.max_stream_buffer as u64;
+    let w = u64::from(window);
+    assert!(
+        w >= configured && w % configured == 0 && (w / configured).is_power_of_two(),
+        "UPD window {w}, configured {configured}"
+    );
+    assert!(w / configured <= 1 << MAX_GROWTH, "UPD window {w}");
+    if w > configured {
+        assert!(
+            config.stream_window_auto_tune,
+            "window {w} without auto-tuning"
+        );
+        assert!(
+            w <= config.max_receive_buffer as u64 / 2,
+            "grown window {w} beyond half the budget"
+        );
+    }
 }
 
 /// Period of the data pattern written by the application.
@@ -335,7 +504,7 @@ fn start(id: u32, offset: u64) -> usize {
 /// What the model knows of one entry of the connection's stream table.
 #[derive(Debug)]
 struct StreamModel {
-    /// The connection's serial for it (0 until learned).
+    /// The connection's serial for it.
     serial: u64,
     local: bool,
     handles: u8,
@@ -358,16 +527,18 @@ struct StreamModel {
     fin_sent: bool,
     /// The peer claimed to have consumed more than was sent.
     broken: bool,
-    /// v2 window as the connection must see it.
+    /// v2 window as the connection must see it (counters from the setup's base, wrapping).
     sent: u32,
     peer_consumed: u32,
     peer_window: u32,
+    /// v2 receive side: `total_read` and WINDOW when the connection sent its last UPD.
+    upd_sent: Option<(u64, u32)>,
 }
 
 impl StreamModel {
-    fn new(local: bool) -> StreamModel {
+    fn new(local: bool, serial: u64, base: u32) -> StreamModel {
         StreamModel {
-            serial: 0,
+            serial,
             local,
             handles: BOTH_HANDLES,
             unread: VecDeque::new(),
@@ -383,19 +554,22 @@ impl StreamModel {
             syn_sent: false,
             fin_sent: false,
             broken: false,
-            sent: 0,
-            peer_consumed: 0,
+            sent: base,
+            peer_consumed: base,
             peer_window: INITIAL_PEER_WINDOW,
+            upd_sent: None,
         }
     }
 
-    /// Bytes the v2 window lets the connection send now (Go's `int32` arithmetic).
+    /// Bytes the v2 window lets the connection send now (Go's `int32` arithmetic on wrapping
+    /// counters; a WINDOW above `i32::MAX` counts as `i32::MAX`, not as negative as in Go).
     fn allowed(&self) -> Option<u32> {
         let inflight = self.sent.wrapping_sub(self.peer_consumed) as i32;
         if inflight < 0 {
             return None;
         }
-        Some((self.peer_window as i32).saturating_sub(inflight).max(0) as u32)
+        let window = self.peer_window.min(i32::MAX as u32) as i32;
+        Some(window.saturating_sub(inflight).max(0) as u32)
     }
 }
 
@@ -413,10 +587,17 @@ struct Harness {
     known_set: HashSet<u32>,
     accept_q: VecDeque<u32>,
     next_peer_id: u32,
-    last_opened: u32,
+    /// The last id the connection allocated, `None` once the id space is exhausted.
+    last_id: Option<u32>,
+    /// The serial of the last stream created.
+    last_serial: u64,
+    /// Where every stream's v2 byte counters start.
+    base: u32,
     terminated: bool,
     read_buf: Vec<u8>,
     stats: Stats,
+    /// `total_read` (wrapping) after every read that returned data.
+    read_ends: Vec<u32>,
     /// Sum of `unread` over all streams.
     total_unread: usize,
     /// Sum of `queued` over all streams.
@@ -451,7 +632,7 @@ impl Harness {
         };
         let now = Instant::now();
         Harness {
-            conn: Connection::new(config.clone(), role, now).expect("valid config"),
+            conn: setup.connection(role, now),
             config,
             role,
             now,
@@ -462,11 +643,14 @@ impl Harness {
             known: Vec::new(),
             known_set: HashSet::new(),
             accept_q: VecDeque::new(),
-            next_peer_id: if role == Role::Server { 3 } else { 2 },
-            last_opened: 0,
+            next_peer_id: setup.last_id(peer_role(role)).wrapping_add(2),
+            last_id: Some(setup.last_id(role)),
+            last_serial: setup.last_serial(),
+            base: setup.counter_base.value(),
             terminated: false,
             read_buf: vec![0; u16::MAX as usize],
             stats: Stats::default(),
+            read_ends: Vec::new(),
             total_unread: 0,
             total_queued: 0,
             orphans: BTreeSet::new(),
@@ -542,7 +726,7 @@ impl Harness {
                 split,
             } => {
                 let id = self.sid(sid);
-                let sent = self.streams.get(&id).map_or(0, |s| s.sent);
+                let sent = self.streams.get(&id).map_or(self.base, |s| s.sent);
                 let consumed = match consumed {
                     Consumed::Sent => sent,
                     Consumed::SentMinus(d) => sent.wrapping_sub(u32::from(d)),
@@ -694,6 +878,7 @@ impl Harness {
         let bytes: Vec<u8> = self.mirror.drain(..consumed).collect();
         let mut off = 0;
         let mut window_kill = None;
+        let mut opened = Vec::new();
         while off < bytes.len() {
             assert!(
                 window_kill.is_none(),
@@ -704,20 +889,23 @@ impl Harness {
             let h = Header::decode(hb, version).expect("consumed a malformed frame");
             let end = off + HEADER_LEN + usize::from(h.len);
             assert!(end <= bytes.len(), "consumed half a frame");
+            if h.cmd == Cmd::Syn && !self.streams.contains_key(&h.stream_id) {
+                opened.push(h.stream_id);
+            }
             if self.apply_peer_frame(&h, &bytes[off + HEADER_LEN..end], was_closed) {
                 window_kill = Some(h.stream_id);
             }
             self.stats.frames_in += 1;
             off = end;
         }
-        // Learn the serials of streams the peer just opened.
-        for (id, s) in self.streams.iter_mut() {
-            if s.serial == 0 {
-                s.serial = self
-                    .conn
-                    .stream_serial(*id)
-                    .expect("a stream vanished while reading");
-            }
+        // Streams the peer just opened got the next serials (and have all handles, so they
+        // are still there).
+        for id in opened {
+            assert_eq!(
+                self.conn.stream_serial(id),
+                Some(self.streams[&id].serial),
+                "serial of {id}"
+            );
         }
         if let Some(id) = window_kill {
             assert!(
@@ -776,7 +964,8 @@ impl Harness {
             Cmd::Nop => {}
             Cmd::Syn => {
                 if let Entry::Vacant(e) = self.streams.entry(id) {
-                    e.insert(StreamModel::new(false));
+                    self.last_serial = self.last_serial.wrapping_add(1);
+                    e.insert(StreamModel::new(false, self.last_serial, self.base));
                     self.accept_q.push_back(id);
                     self.note_known(id);
                 }
@@ -809,25 +998,46 @@ impl Harness {
         false
     }
 
+    /// The id `open` must allocate: the next one of our parity that the peer did not take,
+    /// or `None` once the id space is exhausted (and from then on).
+    fn next_local_id(&mut self) -> Option<u32> {
+        loop {
+            self.last_id = self.last_id?.checked_add(2);
+            let id = self.last_id?;
+            if !self.streams.contains_key(&id) {
+                return Some(id);
+            }
+        }
+    }
+
     fn open(&mut self) {
         let was_closed = self.conn.close_reason().cloned();
-        match self.conn.open() {
-            Ok(id) => {
-                assert!(was_closed.is_none(), "opened on a closed session");
+        let r = self.conn.open();
+        if let Some(c) = was_closed {
+            let e = r.expect_err("opened on a closed session");
+            assert_eq!(err_text(&e), err_text(&c));
+            return;
+        }
+        match (r, self.next_local_id()) {
+            (Ok(id), Some(want)) => {
+                assert_eq!(id, want, "ids in order, skipping the peer's");
                 let parity = if self.role == Role::Client { 1 } else { 0 };
                 assert_eq!(id % 2, parity, "wrong id parity");
-                assert!(id > self.last_opened, "ids must increase");
-                assert!(!self.streams.contains_key(&id), "id {id} is in use");
-                self.last_opened = id;
-                let mut s = StreamModel::new(true);
-                s.serial = self.conn.stream_serial(id).expect("registered");
+                self.last_serial = self.last_serial.wrapping_add(1);
+                let s = StreamModel::new(true, self.last_serial, self.base);
+                assert_eq!(
+                    self.conn.stream_serial(id),
+                    Some(s.serial),
+                    "serial of {id}"
+                );
                 self.streams.insert(id, s);
                 self.note_known(id);
             }
-            Err(e) => match was_closed {
-                Some(c) => assert_eq!(err_text(&e), err_text(&c)),
-                None => assert!(matches!(e, Error::GoAway), "open failed: {e}"),
-            },
+            (Err(e), None) => {
+                assert!(matches!(e, Error::GoAway), "open failed: {e}");
+                self.stats.go_aways += 1;
+            }
+            (r, want) => panic!("open: {r:?}, expected {want:?}"),
         }
     }
 
@@ -969,6 +1179,7 @@ impl Harness {
                     assert_eq!(self.read_buf[i], b, "wrong byte at {i} of a read of {id}");
                 }
                 s.total_read += n as u64;
+                self.read_ends.push(s.total_read as u32);
                 self.total_unread -= n;
                 self.stats.bytes_read += n as u64;
             }
@@ -1014,6 +1225,7 @@ impl Harness {
                     assert_eq!(b[i], x, "wrong byte at {i} of a chunk of {id}");
                 }
                 s.total_read += b.len() as u64;
+                self.read_ends.push(s.total_read as u32);
                 self.total_unread -= b.len();
                 self.stats.bytes_read += b.len() as u64;
             }
@@ -1233,10 +1445,56 @@ impl Harness {
                 self.conn.has_pending_transmit(),
                 self.conn.queued_send_bytes() > 0
             );
+            if v2 {
+                self.check_no_upd_owed();
+            }
+        }
+        if self.config.version == 2 {
+            self.check_grown_windows();
         }
         if self.tx.len() > 128 * 1024 {
             self.drain(usize::MAX);
         }
+    }
+
+    /// After a full transmit no UPD is owed: a stream that read anything sent one, and since
+    /// the last one it read less than half the window that UPD advertised (the threshold that
+    /// makes the next one due; the window only grows at a due point). Released read halves
+    /// send no more UPDs.
+    fn check_no_upd_owed(&self) {
+        for (id, s) in &self.streams {
+            if s.read_closed || s.total_read == 0 {
+                continue;
+            }
+            let Some((at, window)) = s.upd_sent else {
+                panic!("stream {id}: read {} bytes and sent no UPD", s.total_read);
+            };
+            assert!(
+                s.total_read - at < u64::from((window / 2).max(1)),
+                "stream {id}: an UPD is owed: {} bytes read since the last one (window \
+                 {window}, {} read in all)",
+                s.total_read - at,
+                s.total_read
+            );
+        }
+    }
+
+    /// The grown windows of the streams that still read stay within half the receive budget
+    /// together (a window grows only while all windows, grown or not, fit).
+    fn check_grown_windows(&self) {
+        let configured = self.config.max_stream_buffer as u64;
+        let grown: u64 = self
+            .streams
+            .values()
+            .filter(|s| !s.read_closed)
+            .filter_map(|s| s.upd_sent)
+            .map(|(_, w)| u64::from(w))
+            .filter(|&w| w > configured)
+            .sum();
+        assert!(
+            grown <= self.config.max_receive_buffer as u64 / 2,
+            "grown windows of {grown} in all"
+        );
     }
 
     fn check_sent_frame(&mut self, h: &Header, payload: &[u8]) {
@@ -1247,7 +1505,6 @@ impl Harness {
         }
         let max_frame = self.config.max_frame_size;
         let v2 = self.config.version == 2;
-        let max_stream_buffer = self.config.max_stream_buffer as u32;
         let s = self
             .streams
             .get_mut(&id)
@@ -1300,14 +1557,26 @@ impl Harness {
                 self.stats.upds_out += 1;
                 assert!(v2, "UPD in v1");
                 let (consumed, window) = decode_upd(payload.try_into().expect("8 bytes"));
-                assert_eq!(window, max_stream_buffer, "UPD window");
-                assert_ne!(consumed, 0, "UPD with CONSUMED 0");
-                let ahead = (s.total_read as u32).wrapping_sub(consumed) as i32;
-                assert!(
-                    ahead >= 0,
-                    "UPD claims {consumed} read, only {}",
+                // CONSUMED: everything read when the UPD leaves, counted from the base (a
+                // count that wrapped to 0 is sent too).
+                assert_eq!(
+                    consumed,
+                    self.base.wrapping_add(s.total_read as u32),
+                    "UPD of {id}: CONSUMED is not the count read ({})",
                     s.total_read
                 );
+                check_upd_window(&self.config, window);
+                if consumed == 0 && s.total_read > 0 {
+                    self.stats.upds_at_wrap += 1;
+                }
+                // The window only grows while the stream reads (released: back to the
+                // configured one, and nothing is read any more).
+                if !s.read_closed {
+                    if let Some((_, last)) = s.upd_sent {
+                        assert!(window >= last, "UPD of {id}: window {last} → {window}");
+                    }
+                    s.upd_sent = Some((s.total_read, window));
+                }
             }
             Cmd::Syn | Cmd::Nop => unreachable!(),
         }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use rsmux::{
-    frame::{Cmd, Header, HEADER_LEN},
+    frame::{decode_upd, Cmd, Header, HEADER_LEN, UPD_LEN},
     proto::{Connection, ReadOutcome, RecvBuffer, Role, TxBuf, BOTH_HANDLES},
     Config,
 };
@@ -19,8 +19,17 @@ use rsmux::{
 use crate::{
     decoder,
     encode::session_input,
-    session::{self, Consumed, FrameCmd, Op, Raw, Setup, Sid, Window},
+    session::{self, Consumed, CounterBase, FrameCmd, Maybe, Op, Raw, Setup, Sid, Window},
 };
+
+/// Counter offsets of a setup: counter base, ids left, last serial.
+type Start = (CounterBase, Option<u16>, Option<u8>);
+
+/// Counters from 0, as on the wire.
+const FROM_ZERO: Start = (CounterBase::Zero, None, None);
+/// Counters just below their wrap points: v2 byte counters wrap after 3 bytes, 1 stream id
+/// left, serials wrap at the second stream.
+const NEAR_WRAP: Start = (CounterBase::BelowWrap(2), Some(1), Some(0));
 
 fn all_variants() -> Vec<Op> {
     vec![
@@ -112,19 +121,32 @@ fn all_variants() -> Vec<Op> {
 
 #[test]
 fn encoder_round_trips_through_arbitrary() {
-    let setup = Setup {
-        v2: true,
-        server: false,
-        keepalive: 1,
-        frame_size: 4,
-        receive_buffer: 2,
-        stream_buffer: 3,
-    };
     let ops = all_variants();
-    let bytes = session_input(&setup, &ops);
-    let (s, decoded) = session::decode(&bytes).expect("decodes");
-    assert_eq!(s, setup);
-    assert_eq!(decoded, ops);
+    for (auto_tune, counter_base, ids_left, last_serial) in [
+        (true, CounterBase::Zero, None, None),
+        (false, CounterBase::BelowWrap(7), Some(300), Some(0)),
+        (true, CounterBase::Raw(0x8000_0001), Some(0), Some(255)),
+        (true, CounterBase::AtRead(3), None, Some(9)),
+    ] {
+        let setup = Setup {
+            v2: true,
+            server: false,
+            keepalive: 1,
+            frame_size: 4,
+            receive_buffer: 2,
+            stream_buffer: 3,
+            auto_tune,
+            counter_base,
+            ids_left: Maybe(ids_left),
+            last_serial: Maybe(last_serial),
+        };
+        let bytes = session_input(&setup, &ops);
+        let (s, decoded) = session::decode(&bytes).expect("decodes");
+        assert_eq!(s, setup);
+        assert_eq!(decoded, ops);
+        // Every setup takes the same bytes: a mutation of one field keeps the ops in place.
+        assert_eq!(session_input(&setup, &[]).len(), 17);
+    }
     // Every variant is exercised by the list above.
     let mut seen: Vec<std::mem::Discriminant<Op>> = Vec::new();
     for op in &ops {
@@ -140,15 +162,21 @@ fn encoder_round_trips_through_arbitrary() {
 fn harness_runs_every_variant_on_both_versions() {
     for v2 in [false, true] {
         for server in [false, true] {
-            let setup = Setup {
-                v2,
-                server,
-                keepalive: 1,
-                frame_size: 3,
-                receive_buffer: 0,
-                stream_buffer: 2,
-            };
-            session::run_ops(&setup, &all_variants());
+            for (counter_base, ids_left, last_serial) in [FROM_ZERO, NEAR_WRAP] {
+                let setup = Setup {
+                    v2,
+                    server,
+                    keepalive: 1,
+                    frame_size: 3,
+                    receive_buffer: 0,
+                    stream_buffer: 2,
+                    auto_tune: server,
+                    counter_base,
+                    ids_left: Maybe(ids_left),
+                    last_serial: Maybe(last_serial),
+                };
+                session::run_ops(&setup, &all_variants());
+            }
         }
     }
 }
@@ -162,6 +190,10 @@ fn harness_fills_the_accept_backlog() {
         frame_size: 0,
         receive_buffer: 0,
         stream_buffer: 0,
+        auto_tune: true,
+        counter_base: CounterBase::Zero,
+        ids_left: Maybe(None),
+        last_serial: Maybe(None),
     };
     let ops = vec![
         Op::PeerSyns { count: 1030 },
@@ -179,6 +211,43 @@ fn harness_fills_the_accept_backlog() {
     let stats = session::run_ops(&setup, &ops);
     assert_eq!(stats.frames_in, 1027);
     assert_eq!(stats.frames_out, 1);
+}
+
+#[test]
+fn harness_runs_out_of_ids_and_wraps_serials() {
+    for server in [false, true] {
+        let setup = Setup {
+            v2: true,
+            server,
+            keepalive: 0,
+            frame_size: 3,
+            receive_buffer: 0,
+            stream_buffer: 2,
+            auto_tune: true,
+            counter_base: CounterBase::BelowWrap(0),
+            ids_left: Maybe(Some(2)),
+            last_serial: Maybe(Some(1)),
+        };
+        // Two opens get the last two ids (serials u64::MAX, then 0), the third goes away; the
+        // peer's fresh ids wrap past the top; the streams still carry data.
+        let ops = vec![
+            Op::Open,
+            Op::Open,
+            Op::Open,
+            Op::PeerSyns { count: 3 },
+            Op::Open,
+            Op::Write {
+                sid: Sid(4),
+                len: 10,
+                big: false,
+            },
+            Op::Transmit { max: u16::MAX },
+        ];
+        let stats = session::run_ops(&setup, &ops);
+        assert_eq!(stats.go_aways, 2);
+        assert_eq!(stats.frames_in, 3);
+        assert_eq!(stats.bytes_sent, 10);
+    }
 }
 
 // ----------------------------------------------------------------------------------------
@@ -217,6 +286,8 @@ struct Recorder {
     written: HashMap<u32, u64>,
     /// All bytes the peer sent (the `frame_decoder` seed).
     peer_wire: Vec<u8>,
+    /// Our UPDs: bytes read (from the counter base) at each.
+    upd_points: Vec<u32>,
 }
 
 impl Recorder {
@@ -232,9 +303,11 @@ impl Recorder {
             max_frame_size: config.max_frame_size.max(512),
             ..config.clone()
         };
+        let mut peer = Connection::new(peer_config, peer_role, now).unwrap();
+        setup.start_counters(&mut peer, peer_role);
         Recorder {
-            me: Connection::new(config, me_role, now).unwrap(),
-            peer: Connection::new(peer_config, peer_role, now).unwrap(),
+            me: setup.connection(me_role, now),
+            peer,
             setup,
             me_rb: RecvBuffer::new(),
             peer_rb: RecvBuffer::new(),
@@ -243,6 +316,7 @@ impl Recorder {
             known: Vec::new(),
             written: HashMap::new(),
             peer_wire: Vec::new(),
+            upd_points: Vec::new(),
         }
     }
 
@@ -287,6 +361,16 @@ impl Recorder {
         let bytes = transmit(&mut self.me);
         if !bytes.is_empty() {
             self.me.handle_transmitted();
+        }
+        let mut wire = &bytes[..];
+        while wire.len() >= HEADER_LEN {
+            let len = usize::from(u16::from_le_bytes([wire[2], wire[3]]));
+            if wire[1] == Cmd::Upd as u8 {
+                let body = wire[HEADER_LEN..HEADER_LEN + UPD_LEN].try_into().unwrap();
+                let base = self.setup.counter_base.value();
+                self.upd_points.push(decode_upd(body).0.wrapping_sub(base));
+            }
+            wire = &wire[HEADER_LEN + len..];
         }
         self.peer_rb.extend_from_slice(&bytes);
         self.peer.handle_input(&mut self.peer_rb);
@@ -400,7 +484,18 @@ impl Recorder {
     }
 }
 
-fn setup(v2: bool, server: bool, frame_size: u8, stream_buffer: u8) -> Setup {
+/// A seed's setup. With `wrap`, the counter offsets `start` and auto-tuning on (the default);
+/// without, counters from 0 and fixed windows (the `frame_decoder` seeds, unchanged since
+/// before the offsets existed).
+fn setup(
+    v2: bool,
+    server: bool,
+    frame_size: u8,
+    stream_buffer: u8,
+    wrap: bool,
+    start: Start,
+) -> Setup {
+    let (counter_base, ids_left, last_serial) = if wrap { start } else { FROM_ZERO };
     Setup {
         v2,
         server,
@@ -408,13 +503,20 @@ fn setup(v2: bool, server: bool, frame_size: u8, stream_buffer: u8) -> Setup {
         frame_size,
         receive_buffer: 0,
         stream_buffer,
+        auto_tune: wrap,
+        counter_base,
+        ids_left: Maybe(ids_left),
+        last_serial: Maybe(last_serial),
     }
 }
 
 /// We serve: the peer opens two streams, sends data and FIN; we echo, read to EOF, release.
-fn scenario_server(v2: bool) -> Recorder {
+/// (Wrapping: the peer has exactly the two ids left, the serials wrap at the second stream, v2
+/// byte counters after 1500 bytes.)
+fn scenario_server(v2: bool, wrap: bool) -> Recorder {
     // max_frame_size 1024, max_stream_buffer 4096 (v2: UPDs come often).
-    let mut r = Recorder::new(setup(v2, true, 4, 3));
+    let start = (CounterBase::BelowWrap(1499), Some(2), Some(0));
+    let mut r = Recorder::new(setup(v2, true, 4, 3, wrap, start));
     let a = r.peer.open().unwrap();
     r.peer_write(a, 3000);
     r.recv_from_peer();
@@ -449,8 +551,10 @@ fn scenario_server(v2: bool) -> Recorder {
 }
 
 /// We are the client: open, write a request, the peer answers and finishes, we read to EOF.
-fn scenario_client(v2: bool) -> Recorder {
-    let mut r = Recorder::new(setup(v2, false, 5, 4));
+/// (Wrapping: we get the last id, v2 byte counters wrap after 6000 bytes.)
+fn scenario_client(v2: bool, wrap: bool) -> Recorder {
+    let start = (CounterBase::BelowWrap(5999), Some(1), Some(3));
+    let mut r = Recorder::new(setup(v2, false, 5, 4, wrap, start));
     let id = r.open();
     r.write(id, 6000);
     r.shutdown(id);
@@ -470,9 +574,11 @@ fn scenario_client(v2: bool) -> Recorder {
 }
 
 /// v2 window pressure: we write more than the peer's window while it reads slowly.
-fn scenario_window() -> Recorder {
+/// (Wrapping: the byte counters wrap after 10000 bytes.)
+fn scenario_window(wrap: bool) -> Recorder {
     // max_frame_size 4096, max_stream_buffer 4096.
-    let mut r = Recorder::new(setup(true, false, 5, 3));
+    let start = (CounterBase::BelowWrap(9999), None, None);
+    let mut r = Recorder::new(setup(true, false, 5, 3, wrap, start));
     let id = r.open();
     for _ in 0..4 {
         r.write(id, 20_000);
@@ -492,9 +598,10 @@ fn scenario_window() -> Recorder {
 }
 
 /// Tiny frames and keepalive NOPs, then the peer's connection ends.
-fn scenario_tiny_frames() -> Recorder {
+fn scenario_tiny_frames(wrap: bool) -> Recorder {
     // max_frame_size 7.
-    let mut r = Recorder::new(setup(false, true, 2, 0));
+    let start = (CounterBase::Zero, Some(1), Some(0));
+    let mut r = Recorder::new(setup(false, true, 2, 0, wrap, start));
     let a = r.peer.open().unwrap();
     r.peer_write(a, 40);
     r.recv_from_peer();
@@ -512,26 +619,97 @@ fn scenario_tiny_frames() -> Recorder {
     r
 }
 
+/// v2, fixed 100-byte windows: the peer sends a window's worth, we read all of it in one
+/// read, our UPD opens the next window, 25 times. A reader that drains its window exactly at
+/// the wrap of its byte counter stalled when an UPD with CONSUMED 0 was skipped (as Go does).
+fn scenario_drain(counter_base: CounterBase) -> Recorder {
+    // max_frame_size 100, max_stream_buffer 100, no auto-tuning.
+    let mut r = Recorder::new(Setup {
+        auto_tune: false,
+        ..setup(true, true, 3, 2, true, (counter_base, None, None))
+    });
+    let a = r.peer.open().unwrap();
+    r.peer_write(a, 100);
+    r.recv_from_peer();
+    let sa = r.accept();
+    for _ in 0..25 {
+        r.read(sa, 100);
+        r.send_to_peer();
+        r.peer_write(a, 100);
+        r.recv_from_peer();
+    }
+    r
+}
+
+/// [`scenario_drain`] with the counters starting so that they wrap exactly at one of our UPDs
+/// (found by a run from 0: the traffic does not depend on the base).
+fn scenario_drain_at_wrap() -> Recorder {
+    let dry = scenario_drain(CounterBase::Zero);
+    let at = dry.upd_points[dry.upd_points.len() / 2];
+    let r = scenario_drain(CounterBase::BelowWrap(u16::try_from(at - 1).unwrap()));
+    assert_eq!(
+        r.upd_points, dry.upd_points,
+        "UPDs depend on the counter base"
+    );
+    r
+}
+
+#[test]
+fn at_read_wraps_the_counters_exactly_at_a_read() {
+    // The drain scenario's peer sends no UPD (whose CONSUMED would depend on the base), so
+    // its input replays the same way from any base. Each of its 25 reads makes an UPD due.
+    let r = scenario_drain(CounterBase::Zero);
+    assert_eq!(r.upd_points.len(), 25);
+    for k in [0, 7, 24, 30] {
+        let setup = Setup {
+            counter_base: CounterBase::AtRead(k),
+            ..r.setup.clone()
+        };
+        let stats = session::run_ops(&setup, &r.ops);
+        assert_eq!(stats.upds_out, 25);
+        assert_eq!(stats.upds_at_wrap, 1, "AtRead({k})");
+    }
+    let stats = session::run_ops(&r.setup, &r.ops);
+    assert_eq!(stats.upds_at_wrap, 0);
+}
+
 fn seeds_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds")
 }
 
+/// A recorded scenario: with `true` its wrapping counter offsets, else counters from 0.
+type Scenario = fn(bool) -> Recorder;
+
 fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut out = Vec::new();
-    let scenarios = [
-        ("server_v1", scenario_server(false)),
-        ("server_v2", scenario_server(true)),
-        ("client_v1", scenario_client(false)),
-        ("client_v2", scenario_client(true)),
-        ("window_v2", scenario_window()),
-        ("tiny_frames_v1", scenario_tiny_frames()),
+    let scenarios: [(&str, Scenario); 6] = [
+        ("server_v1", |w| scenario_server(false, w)),
+        ("server_v2", |w| scenario_server(true, w)),
+        ("client_v1", |w| scenario_client(false, w)),
+        ("client_v2", |w| scenario_client(true, w)),
+        ("window_v2", scenario_window),
+        ("tiny_frames_v1", scenario_tiny_frames),
     ];
-    for (name, r) in scenarios {
-        out.push(("session_ops", name.to_string(), r.session_seed()));
-        out.push(("frame_decoder", name.to_string(), r.decoder_seed()));
+    for (name, scenario) in scenarios {
+        out.push((
+            "session_ops",
+            name.to_string(),
+            scenario(true).session_seed(),
+        ));
+        out.push((
+            "frame_decoder",
+            name.to_string(),
+            scenario(false).decoder_seed(),
+        ));
     }
+    let drain = scenario_drain_at_wrap();
+    out.push((
+        "session_ops",
+        "drain_at_wrap_v2".to_string(),
+        drain.session_seed(),
+    ));
     // A malformed frame after good traffic: the session must die with that error.
-    let mut bad = scenario_client(true).decoder_seed();
+    let mut bad = scenario_client(true, false).decoder_seed();
     bad.extend_from_slice(&Header::new(2, Cmd::Nop, 0, 0).encode()[..4]);
     bad.extend_from_slice(&[0, 0, 0, 0]);
     bad.extend_from_slice(&[2, 0, 5, 0, 3, 0, 0, 0]); // SYN with LENGTH 5
