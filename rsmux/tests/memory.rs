@@ -190,7 +190,10 @@ fn auto_tuned_windows_of_stalled_readers_stay_within_half_the_budget() {
                 let mut buf = vec![0u8; 128 * 1024];
                 let mut got = 0;
                 while got < KEPT_UP {
-                    let n = r.read(&mut buf[..(KEPT_UP - got).min(128 * 1024)]).await.unwrap();
+                    let n = r
+                        .read(&mut buf[..(KEPT_UP - got).min(128 * 1024)])
+                        .await
+                        .unwrap();
                     got += n;
                 }
                 r
@@ -215,7 +218,10 @@ fn auto_tuned_windows_of_stalled_readers_stay_within_half_the_budget() {
              ({unread} B written past the reads), {held} B held, peak {peak} B"
         );
         // The windows grew: more is unread than the configured windows allow ...
-        assert!(buffered > STREAMS * 65536 + 65536, "windows never grew: {buffered}");
+        assert!(
+            buffered > STREAMS * 65536 + 65536,
+            "windows never grew: {buffered}"
+        );
         // ... but no more than half the budget: the other half stays free.
         assert!(buffered <= BUDGET / 2, "{buffered} B unread");
         let overhead = 256 * 1024 + rsmux::proto::CHUNK + STREAMS * 300 * 1024;
