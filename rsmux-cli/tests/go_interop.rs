@@ -54,6 +54,37 @@ fn go_clients_against_rsmux_echo() {
     }
 }
 
+/// `rsmux tunnel server` to `target`, speaking `--smuxver ver`.
+fn rsmux_tunnel_server(target: &str, ver: &str) -> Proc {
+    Proc::rsmux(&[
+        "tunnel",
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--target",
+        target,
+        "--smuxver",
+        ver,
+    ])
+}
+
+/// The Go peer's `tunnel-client` (one smux session of version `ver`) to `server`.
+fn go_tunnel_client(go: &str, ver: &str, server: &str) -> Proc {
+    Proc::start(
+        go,
+        &[
+            "tunnel-client",
+            "-ver",
+            ver,
+            "-listen",
+            "127.0.0.1:0",
+            "-server",
+            server,
+            "-quiet",
+        ],
+    )
+}
+
 /// Go smux clients of both versions, at the same time, against one `rsmux echo --smuxver
 /// auto` and one `rsmux tunnel server --smuxver auto`: each session speaks its client's
 /// version (Go smux servers cannot do this; a mismatch there is a dead session).
@@ -101,31 +132,10 @@ fn one_auto_version_server_serves_go_clients_of_both_versions() {
 
     let rt = runtime();
     let target = rt.block_on(tcp_echo_target()).to_string();
-    let server = Proc::rsmux(&[
-        "tunnel",
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--target",
-        &target,
-        "--smuxver",
-        "auto",
-    ]);
+    let server = rsmux_tunnel_server(&target, "auto");
     let s = server.addr.to_string();
     for v in ["1", "2"] {
-        let client = Proc::start(
-            &go,
-            &[
-                "tunnel-client",
-                "-ver",
-                v,
-                "-listen",
-                "127.0.0.1:0",
-                "-server",
-                &s,
-                "-quiet",
-            ],
-        );
+        let client = go_tunnel_client(&go, v, &s);
         // The Go client drops the stream at our EOF, so shut down only after the echo.
         rt.block_on(within(
             Duration::from_secs(60),
@@ -142,30 +152,9 @@ fn go_tunnel_client_to_rsmux_tunnel_server() {
     let rt = runtime();
     for v in ["1", "2"] {
         let target = rt.block_on(tcp_echo_target()).to_string();
-        let server = Proc::rsmux(&[
-            "tunnel",
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--target",
-            &target,
-            "--smuxver",
-            v,
-        ]);
+        let server = rsmux_tunnel_server(&target, v);
         let s = server.addr.to_string();
-        let client = Proc::start(
-            &go,
-            &[
-                "tunnel-client",
-                "-ver",
-                v,
-                "-listen",
-                "127.0.0.1:0",
-                "-server",
-                &s,
-                "-quiet",
-            ],
-        );
+        let client = go_tunnel_client(&go, v, &s);
         let addr = client.addr;
         rt.block_on(within(
             Duration::from_secs(60),
