@@ -25,6 +25,14 @@
 //! `Error::GoAway`, which the oracle predicts, while existing streams keep working), stream
 //! serials near `u64::MAX`. Auto-tuning of the v2 receive window is on or off per side.
 //!
+//! In a quarter of the cases the server has `Config::detect_version`, with a configured version
+//! of its own (1 or 2, often not the client's): until it has received a frame header it has no
+//! version and transmits nothing (streams it opens and data it writes wait), then every frame
+//! it sends carries the client's version and follows that version's rules (UPDs only in v2, v2
+//! windows). The end of a case first makes a client that never sent anything speak (it opens a
+//! stream, or with its ids used up sends a NOP as its keepalive would), so the server's waiting
+//! frames must leave and every property above holds for them too.
+//!
 //! Keepalive is disabled and time only moves for the close timeout: these tests are about
 //! data, not timers. `MODEL_CASES=20000 cargo nextest run -p rsmux --test model` soaks longer.
 
@@ -93,6 +101,8 @@ struct Start {
     ids_left: [Option<u32>; 2],
     /// Per side: the serial of the last stream created (serials wrap).
     last_serial: [u64; 2],
+    /// `Some(v)`: the server has `detect_version` and is configured with version `v`.
+    server_detect: Option<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +247,10 @@ struct World {
     base: u32,
     /// The reader's count (from the base) at every UPD sent, in order.
     upd_points: Vec<u64>,
+    /// The server detects the version: it learns it from the first header it receives.
+    detect: bool,
+    /// Bytes delivered to the server's receive buffer in all.
+    server_delivered: usize,
 }
 
 impl World {
@@ -249,8 +263,12 @@ impl World {
     ) -> World {
         let now = Instant::now();
         let side = |c: &SideConfig, role| {
-            let config = c.config(version);
+            let mut config = c.config(version);
             let i = if role == Role::Client { CLIENT } else { SERVER };
+            if let (Some(v), Role::Server) = (start.server_detect, role) {
+                config.version = v;
+                config.detect_version = true;
+            }
             let mut conn = Connection::new(config.clone(), role, now).expect("valid config");
             conn.test_set_counter_base(start.counter_base);
             conn.test_set_last_serial(start.last_serial[i]);
@@ -284,6 +302,8 @@ impl World {
             sides: [side(client, Role::Client), side(server, Role::Server)],
             base: start.counter_base,
             upd_points: Vec::new(),
+            detect: start.server_detect.is_some(),
+            server_delivered: 0,
             version,
             now,
             rng: StdRng::seed_from_u64(seed),
@@ -294,6 +314,36 @@ impl World {
 
     fn v2(&self) -> bool {
         self.version == 2
+    }
+
+    /// Whether the server knows the version: it is configured, or the server was handed a
+    /// whole header (it reads a header as soon as one is complete, and before its first one
+    /// neither its budget nor its accept backlog can stop it reading).
+    fn server_knows_version(&self) -> bool {
+        !self.detect || self.server_delivered >= HEADER_LEN
+    }
+
+    /// A detecting server that has not heard from the client yet gets a frame: what the
+    /// client has to send, or else the client opens a stream, or, its ids used up, sends a NOP
+    /// (what its disabled keepalive would).
+    fn client_speaks(&mut self) {
+        if self.server_knows_version() {
+            return;
+        }
+        self.transmit(CLIENT, usize::MAX);
+        if self.server_delivered + self.sides[SERVER].wire_in.len() < HEADER_LEN {
+            let ids = self.sides[CLIENT].views.len();
+            self.open(CLIENT);
+            if self.sides[CLIENT].views.len() > ids {
+                self.transmit(CLIENT, usize::MAX);
+            } else {
+                let nop = Header::new(self.version, Cmd::Nop, 0, 0).encode();
+                self.sides[SERVER].wire_in.extend(nop);
+            }
+        }
+        self.deliver(SERVER, usize::MAX);
+        self.check();
+        assert!(self.server_knows_version(), "the client said nothing");
     }
 
     /// A held stream of `side` whose handles include `need`.
@@ -546,6 +596,7 @@ impl World {
         let v2 = self.v2();
         let version = self.version;
         let base = self.base;
+        let server_knows_version = self.server_knows_version();
         let s = &mut self.sides[side];
         let upd_points = &mut self.upd_points;
         let mut tx = TxBuf::new();
@@ -554,9 +605,17 @@ impl World {
         if !bytes.is_empty() {
             s.conn.handle_transmitted();
         }
+        if side == SERVER && !server_knows_version {
+            assert!(
+                bytes.is_empty(),
+                "a detecting server sent {} bytes before the client's first frame",
+                bytes.len()
+            );
+        }
         let mut rest = &bytes[..];
         while !rest.is_empty() {
             let hb: &[u8; HEADER_LEN] = rest[..HEADER_LEN].try_into().expect("whole frames");
+            assert_eq!(hb[0], version, "side {side}: a frame of another version");
             let h = Header::decode(hb, version).expect("transmitted a malformed header");
             let len = usize::from(h.len);
             let payload = &rest[HEADER_LEN..HEADER_LEN + len];
@@ -656,6 +715,9 @@ impl World {
                 }
             }
             s.mirror.extend_from_slice(&piece);
+            if to == SERVER {
+                self.server_delivered += piece.len();
+            }
             progress |= self.input(to);
             left -= n;
             if left == 0 {
@@ -737,6 +799,20 @@ impl World {
     }
 
     fn check(&self) {
+        let server = &self.sides[SERVER].conn;
+        if self.server_knows_version() {
+            assert_eq!(server.version(), Some(self.version), "the server's version");
+        } else {
+            assert_eq!(
+                server.version(),
+                None,
+                "a version before the client's first frame"
+            );
+            assert!(
+                !server.has_pending_transmit(),
+                "a detecting server has something to send before the client's first frame"
+            );
+        }
         for (i, s) in self.sides.iter().enumerate() {
             let c = &s.conn;
             assert!(
@@ -830,6 +906,7 @@ impl World {
     /// Drains everything and checks the oracle, then releases every handle and checks that
     /// nothing is left behind.
     fn finish(&mut self) {
+        self.client_speaks();
         self.settle();
         self.assert_stuck_only_on_dropped_readers();
         for (r, s) in self.sides.iter().enumerate() {
@@ -899,6 +976,7 @@ impl World {
     /// reads fail with the session's error only after the buffered data.
     fn finish_with_close(&mut self, closer: usize) {
         let peer = 1 - closer;
+        self.client_speaks();
         assert!(self.sides[closer].conn.close(self.now));
         self.closing[closer] = true;
         self.settle();
@@ -1083,11 +1161,13 @@ fn start() -> impl Strategy<Value = Start> {
         ],
         [ids_left.clone(), ids_left],
         [0u64..16, 0u64..16],
+        prop_oneof![3 => Just(None), 1 => (1u8..=2).prop_map(Some)],
     )
-        .prop_map(|(counter_base, ids_left, [c, s])| Start {
+        .prop_map(|(counter_base, ids_left, [c, s], server_detect)| Start {
             counter_base,
             ids_left,
             last_serial: [u64::MAX - c, u64::MAX - s],
+            server_detect,
         })
 }
 
