@@ -3,7 +3,9 @@
 //! `u32` that `(x * count) >> 32` maps to the variant index, [`Raw`] its own `u16` length).
 //! The round trip is checked by the crate's tests.
 
-use crate::session::{Consumed, CounterBase, FrameCmd, Maybe, Op, Raw, Setup, Sid, Window};
+use crate::session::{
+    Consumed, CounterBase, FrameCmd, Maybe, Op, Raw, RoleByte, Setup, Sid, Window,
+};
 
 /// Appends the encoding of a value.
 pub trait Encode {
@@ -49,6 +51,12 @@ impl Encode for Raw {
         let len = u16::try_from(self.0.len()).expect("Raw of at most 65535 bytes");
         len.encode(out);
         out.extend_from_slice(&self.0);
+    }
+}
+
+impl Encode for RoleByte {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.0.encode(out);
     }
 }
 
@@ -115,7 +123,7 @@ impl Encode for Window {
 impl Encode for Setup {
     fn encode(&self, out: &mut Vec<u8>) {
         self.v2.encode(out);
-        self.server.encode(out);
+        self.role.encode(out);
         self.keepalive.encode(out);
         self.frame_size.encode(out);
         self.receive_buffer.encode(out);

@@ -12,6 +12,13 @@
 //! The setup starts the connection's counters at offsets of its choice, such as just below
 //! their wrap points (the `test-util` hooks): v2 byte counters, stream ids (the fuzzed peer's
 //! fresh ids start as high) and stream serials. The model's counters start at the same ones.
+//!
+//! A server may have `Config::detect_version`, configured with the setup's version or the
+//! other one; the peer speaks the setup's version, except that its first frame may carry the
+//! other version or a garbage version byte (see [`RoleByte`]). The model then expects no
+//! version and nothing sent until a whole header has arrived, then that header's version (or,
+//! for a byte other than 1 and 2, `VersionMismatch` against the configured version) for
+//! everything: the frames sent, the frames read, the v2-only rules.
 
 use std::{
     collections::{btree_map::Entry, BTreeMap, BTreeSet, HashSet, VecDeque},
@@ -37,10 +44,10 @@ pub const MAX_OPS: usize = 4096;
 /// Session parameters, the first bytes of an input.
 #[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]
 pub struct Setup {
-    /// Protocol version 2 instead of 1.
+    /// Protocol version 2 instead of 1 (the peer's; ours too unless we detect it).
     pub v2: bool,
-    /// Server role (even ids) instead of client.
-    pub server: bool,
+    /// Role, version detection and the peer's first version byte.
+    pub role: RoleByte,
     /// Keepalive, `% 4`: off, 10 s / 30 s, 1 ms / 3 ms, 20 µs / 50 µs (interval / timeout).
     /// (A 1 ns interval makes `poll_timeout` stay due after a 65 s jump: the keepalive's
     /// catch-up count is truncated to `u32`; reported, kept out of the fuzzer.)
@@ -59,6 +66,81 @@ pub struct Setup {
     pub ids_left: Maybe<u16>,
     /// `Some(d)`: the last stream serial was `u64::MAX - d` (serials wrap).
     pub last_serial: Maybe<u8>,
+}
+
+/// Role and version detection, one byte (bit 0 alone is the old `server: bool`, so inputs
+/// written before detection existed keep their meaning):
+/// - bit 0: server role (even ids) instead of client;
+/// - bit 1: `detect_version` (a client with it must be refused by `Connection::new`, and then
+///   runs without);
+/// - bit 2: with detection, configured with the other version than the setup's;
+/// - bits 3-4: the version byte of the peer's first well-formed frame (`PeerFrame`, `PeerUpd`,
+///   `PeerSyns`): 0 or 1 the setup's, 2 the other version, 3 the byte `b >> 5` (0 to 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleByte(pub u8);
+
+impl<'a> Arbitrary<'a> for RoleByte {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(RoleByte(u8::arbitrary(u)?))
+    }
+}
+
+impl RoleByte {
+    /// Client or server, no detection, the peer speaks the setup's version throughout.
+    pub fn plain(server: bool) -> RoleByte {
+        RoleByte(u8::from(server))
+    }
+
+    /// A server with `detect_version`, configured with the other version if `other_config`;
+    /// the peer's first frame carries version byte `first` (`None`: the setup's).
+    pub fn detecting(other_config: bool, first: FirstVersion) -> RoleByte {
+        RoleByte(0b11 | (u8::from(other_config) << 2) | first.bits())
+    }
+
+    /// Server role.
+    pub fn server(self) -> bool {
+        self.0 & 1 != 0
+    }
+
+    /// `detect_version` asked for (only a server gets it).
+    pub fn detect(self) -> bool {
+        self.0 & 2 != 0
+    }
+
+    /// With detection: the configured version is not the setup's.
+    pub fn other_config(self) -> bool {
+        self.0 & 4 != 0
+    }
+
+    /// The version byte of the peer's first frame, given the setup's version.
+    pub fn first_version(self, version: u8) -> u8 {
+        match (self.0 >> 3) & 3 {
+            0 | 1 => version,
+            2 => 3 - version,
+            _ => self.0 >> 5,
+        }
+    }
+}
+
+/// The version byte of the peer's first frame (for [`RoleByte::detecting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstVersion {
+    /// The setup's version.
+    Same,
+    /// The other version.
+    Other,
+    /// A byte from 0 to 7 (1 and 2 are versions too).
+    Byte(u8),
+}
+
+impl FirstVersion {
+    fn bits(self) -> u8 {
+        match self {
+            FirstVersion::Same => 0,
+            FirstVersion::Other => 2 << 3,
+            FirstVersion::Byte(b) => (3 << 3) | ((b & 7) << 5),
+        }
+    }
 }
 
 /// An optional value that always takes the same input bytes (a flag byte, then the value), so
@@ -125,8 +207,45 @@ pub const RECEIVE_BUFFERS: [usize; 4] = [65536, 65536, 16384, 1000];
 pub const STREAM_BUFFERS: [usize; 6] = [65536, 1, 100, 4096, 32768, 65536];
 
 impl Setup {
-    /// The configuration this setup selects (other fields: the defaults).
+    /// The peer's protocol version.
+    pub fn version(&self) -> u8 {
+        if self.v2 {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Whether our connection detects the version (a server that asked for it).
+    pub fn detects(&self) -> bool {
+        self.role.server() && self.role.detect()
+    }
+
+    /// Our role.
+    pub fn our_role(&self) -> Role {
+        if self.role.server() {
+            Role::Server
+        } else {
+            Role::Client
+        }
+    }
+
+    /// Our configuration: [`peer_config`](Self::peer_config), with `detect_version` (and the
+    /// version the setup selects for it) on a detecting server.
     pub fn config(&self) -> Config {
+        let mut config = self.peer_config();
+        if self.detects() {
+            config.detect_version = true;
+            if self.role.other_config() {
+                config.version = 3 - config.version;
+            }
+        }
+        config
+    }
+
+    /// The configuration this setup selects, as the peer speaks it (other fields: the
+    /// defaults).
+    pub fn peer_config(&self) -> Config {
         let max_receive_buffer = RECEIVE_BUFFERS[usize::from(self.receive_buffer) % 4];
         let mode = usize::from(self.keepalive % 4);
         let (interval, timeout) = [
@@ -136,7 +255,7 @@ impl Setup {
             (Duration::from_micros(20), Duration::from_micros(50)),
         ][mode];
         Config {
-            version: if self.v2 { 2 } else { 1 },
+            version: self.version(),
             keep_alive_disabled: mode == 0,
             keep_alive_interval: interval,
             keep_alive_timeout: timeout,
@@ -169,6 +288,14 @@ impl Setup {
 
     /// A connection with this setup's configuration and counter offsets.
     pub fn connection(&self, role: Role, now: Instant) -> Connection {
+        if self.role.detect() && role == Role::Client {
+            let config = Config {
+                detect_version: true,
+                ..self.config()
+            };
+            let e = Connection::new(config, role, now).expect_err("a client detects the version");
+            assert_eq!(e.field, "detect_version");
+        }
         let mut conn = Connection::new(self.config(), role, now).expect("valid config");
         self.start_counters(&mut conn, role);
         conn
@@ -612,6 +739,13 @@ struct Harness {
     write_waiters: BTreeMap<u32, u8>,
     /// The step just run was a `Transmit`.
     transmitted: bool,
+    /// The version the connection speaks: `None` while it waits to detect it.
+    detected: Option<u8>,
+    /// The peer's version byte for its next well-formed frame: the first one's, then the
+    /// setup's.
+    peer_version: u8,
+    /// The setup's version.
+    setup_version: u8,
 }
 
 const WAIT_WRITE: u8 = 1;
@@ -625,15 +759,10 @@ fn err_text(e: &Error) -> String {
 impl Harness {
     fn new(setup: &Setup) -> Harness {
         let config = setup.config();
-        let role = if setup.server {
-            Role::Server
-        } else {
-            Role::Client
-        };
+        let role = setup.our_role();
         let now = Instant::now();
         Harness {
             conn: setup.connection(role, now),
-            config,
             role,
             now,
             rb: RecvBuffer::new(),
@@ -658,11 +787,26 @@ impl Harness {
             read_waiters: BTreeSet::new(),
             write_waiters: BTreeMap::new(),
             transmitted: false,
+            detected: (!config.detect_version).then_some(config.version),
+            peer_version: setup.role.first_version(setup.version()),
+            setup_version: setup.version(),
+            config,
         }
     }
 
+    /// The version the connection speaks now: the detected one, or the configured one (also
+    /// the one a header of a non-version fails against).
     fn version(&self) -> u8 {
-        self.config.version
+        self.detected.unwrap_or(self.config.version)
+    }
+
+    fn v2(&self) -> bool {
+        self.version() == 2
+    }
+
+    /// The version byte of the peer's next well-formed frame.
+    fn peer_version(&mut self) -> u8 {
+        std::mem::replace(&mut self.peer_version, self.setup_version)
     }
 
     fn sid(&mut self, s: Sid) -> u32 {
@@ -715,7 +859,8 @@ impl Harness {
                     FrameCmd::Nop => (Cmd::Nop, 0),
                     FrameCmd::Upd => (Cmd::Upd, UPD_LEN as u16),
                 };
-                let mut wire = Header::new(self.version(), cmd, len, id).encode().to_vec();
+                let v = self.peer_version();
+                let mut wire = Header::new(v, cmd, len, id).encode().to_vec();
                 wire.extend((0..len).map(|i| fill.wrapping_add(i as u8)));
                 self.deliver(&wire, split);
             }
@@ -737,7 +882,8 @@ impl Harness {
                     Window::Of(k) => [0, 1, 4096, 65536, 262_144, u32::MAX][usize::from(k) % 6],
                     Window::Raw(w) => w,
                 };
-                let mut wire = Header::new(self.version(), Cmd::Upd, UPD_LEN as u16, id)
+                let v = self.peer_version();
+                let mut wire = Header::new(v, Cmd::Upd, UPD_LEN as u16, id)
                     .encode()
                     .to_vec();
                 wire.extend(encode_upd(consumed, window));
@@ -827,7 +973,8 @@ impl Harness {
                 let mut wire = Vec::new();
                 for _ in 0..count % 1100 {
                     let id = self.sid(Sid(252));
-                    wire.extend_from_slice(&Header::new(self.version(), Cmd::Syn, 0, id).encode());
+                    let v = self.peer_version();
+                    wire.extend_from_slice(&Header::new(v, Cmd::Syn, 0, id).encode());
                 }
                 self.deliver(&wire, 0);
             }
@@ -866,10 +1013,17 @@ impl Harness {
 
     /// `handle_input`, then replay the consumed frames on the model.
     fn input(&mut self) {
-        let version = self.version();
         let was_terminated = self.conn.is_terminated();
         let was_closed = self.conn.is_closed();
         assert_eq!(self.rb.len(), self.mirror.len());
+        // Detection: the version byte of the first whole header, if it is a version (a
+        // session that has read nothing yet still reads unless it is over).
+        if self.detected.is_none() && !was_terminated && self.mirror.len() >= HEADER_LEN {
+            if let b @ (1 | 2) = self.mirror[0] {
+                self.detected = Some(b);
+            }
+        }
+        let version = self.version();
         self.conn.handle_input(&mut self.rb);
         let consumed = self.mirror.len() - self.rb.len();
         if was_terminated {
@@ -1142,8 +1296,8 @@ impl Harness {
             if kinds & WAIT_SHUTDOWN != 0 {
                 assert!(!s.fin_sent, "lost wake-up: FIN of {id} framed");
             }
-            let window_closed = self.config.version == 2
-                && (s.allowed().unwrap_or(0) as usize).saturating_sub(s.queued) == 0;
+            let window_closed =
+                self.v2() && (s.allowed().unwrap_or(0) as usize).saturating_sub(s.queued) == 0;
             if kinds & WAIT_WRITE != 0 && self.transmitted && !window_closed {
                 // With the small budgets used here a writer waits for its v2 window (woken by
                 // the UPD that opens it) or for session-wide room (the cap is below
@@ -1281,7 +1435,7 @@ impl Harness {
             Err(e) => assert_eq!(Some(err_text(&e)), expect_err, "write error"),
             Ok(p) => {
                 assert_eq!(expect_err, None, "write succeeded: {p:?}");
-                let v2 = self.config.version == 2;
+                let v2 = self.v2();
                 let s = self.streams.get_mut(&id).expect("checked");
                 // v2: no more is accepted than the peer's window can take.
                 let window_room = if v2 {
@@ -1410,6 +1564,16 @@ impl Harness {
             assert_eq!(self.tx.len(), before, "a terminated session transmitted");
             return;
         }
+        if self.detected.is_none() {
+            // Nothing leaves before the version is known.
+            assert_eq!(
+                self.tx.len(),
+                before,
+                "transmitted before detecting the version"
+            );
+            assert!(!self.conn.has_pending_transmit());
+            return;
+        }
         let all = self.tx.to_vec();
         assert_eq!(all.len(), self.tx.len());
         let new = &all[before..];
@@ -1417,6 +1581,7 @@ impl Harness {
         while off < new.len() {
             assert!(new.len() - off >= HEADER_LEN, "half a header transmitted");
             let hb: &[u8; HEADER_LEN] = new[off..off + HEADER_LEN].try_into().expect("8");
+            assert_eq!(hb[0], self.version(), "a frame of another version");
             let h = Header::decode(hb, self.version()).expect("transmitted a malformed header");
             let end = off + HEADER_LEN + usize::from(h.len);
             assert!(end <= new.len(), "half a frame transmitted");
@@ -1426,7 +1591,7 @@ impl Harness {
         }
         if max == usize::MAX && (self.streams.len() <= 16 || self.steps.is_multiple_of(32)) {
             // Everything that can go went.
-            let v2 = self.config.version == 2;
+            let v2 = self.v2();
             for (id, s) in &self.streams {
                 if s.local {
                     assert!(s.syn_sent, "SYN of {id} held back");
@@ -1449,7 +1614,7 @@ impl Harness {
                 self.check_no_upd_owed();
             }
         }
-        if self.config.version == 2 {
+        if self.v2() {
             self.check_grown_windows();
         }
         if self.tx.len() > 128 * 1024 {
@@ -1504,7 +1669,7 @@ impl Harness {
             return;
         }
         let max_frame = self.config.max_frame_size;
-        let v2 = self.config.version == 2;
+        let v2 = self.v2();
         let s = self
             .streams
             .get_mut(&id)
@@ -1657,6 +1822,13 @@ impl Harness {
         assert_eq!(c.queued_send_bytes(), self.total_queued, "send accounting");
         assert_eq!(c.table_len(), self.streams.len(), "stream table");
         assert_eq!(c.pending_accepts(), self.accept_q.len(), "accept queue");
+        assert_eq!(c.version(), self.detected, "version");
+        if self.detected.is_none() {
+            assert!(
+                !c.has_pending_transmit(),
+                "something to send before the version is known"
+            );
+        }
         if self.terminated {
             assert!(c.is_closed());
             assert!(!c.wants_read());

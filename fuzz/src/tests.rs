@@ -19,7 +19,10 @@ use rsmux::{
 use crate::{
     decoder,
     encode::session_input,
-    session::{self, Consumed, CounterBase, FrameCmd, Maybe, Op, Raw, Setup, Sid, Window},
+    session::{
+        self, Consumed, CounterBase, FirstVersion, FrameCmd, Maybe, Op, Raw, RoleByte, Setup, Sid,
+        Window,
+    },
 };
 
 /// Counter offsets of a setup: counter base, ids left, last serial.
@@ -122,15 +125,33 @@ fn all_variants() -> Vec<Op> {
 #[test]
 fn encoder_round_trips_through_arbitrary() {
     let ops = all_variants();
-    for (auto_tune, counter_base, ids_left, last_serial) in [
-        (true, CounterBase::Zero, None, None),
-        (false, CounterBase::BelowWrap(7), Some(300), Some(0)),
-        (true, CounterBase::Raw(0x8000_0001), Some(0), Some(255)),
-        (true, CounterBase::AtRead(3), None, Some(9)),
+    for (role, auto_tune, counter_base, ids_left, last_serial) in [
+        (RoleByte::plain(false), true, CounterBase::Zero, None, None),
+        (
+            RoleByte::plain(true),
+            false,
+            CounterBase::BelowWrap(7),
+            Some(300),
+            Some(0),
+        ),
+        (
+            RoleByte::detecting(true, FirstVersion::Byte(5)),
+            true,
+            CounterBase::Raw(0x8000_0001),
+            Some(0),
+            Some(255),
+        ),
+        (
+            RoleByte::detecting(false, FirstVersion::Other),
+            true,
+            CounterBase::AtRead(3),
+            None,
+            Some(9),
+        ),
     ] {
         let setup = Setup {
             v2: true,
-            server: false,
+            role,
             keepalive: 1,
             frame_size: 4,
             receive_buffer: 2,
@@ -165,7 +186,7 @@ fn harness_runs_every_variant_on_both_versions() {
             for (counter_base, ids_left, last_serial) in [FROM_ZERO, NEAR_WRAP] {
                 let setup = Setup {
                     v2,
-                    server,
+                    role: RoleByte::plain(server),
                     keepalive: 1,
                     frame_size: 3,
                     receive_buffer: 0,
@@ -185,7 +206,7 @@ fn harness_runs_every_variant_on_both_versions() {
 fn harness_fills_the_accept_backlog() {
     let setup = Setup {
         v2: false,
-        server: true,
+        role: RoleByte::plain(true),
         keepalive: 0,
         frame_size: 0,
         receive_buffer: 0,
@@ -218,7 +239,7 @@ fn harness_runs_out_of_ids_and_wraps_serials() {
     for server in [false, true] {
         let setup = Setup {
             v2: true,
-            server,
+            role: RoleByte::plain(server),
             keepalive: 0,
             frame_size: 3,
             receive_buffer: 0,
@@ -247,6 +268,89 @@ fn harness_runs_out_of_ids_and_wraps_serials() {
         assert_eq!(stats.go_aways, 2);
         assert_eq!(stats.frames_in, 3);
         assert_eq!(stats.bytes_sent, 10);
+    }
+}
+
+#[test]
+fn harness_detects_the_version_or_fails_on_the_first_frame() {
+    assert!(RoleByte::detecting(false, FirstVersion::Same).server());
+    assert_eq!(
+        RoleByte::detecting(true, FirstVersion::Byte(6)).first_version(2),
+        6
+    );
+    assert_eq!(
+        RoleByte::detecting(true, FirstVersion::Other).first_version(2),
+        1
+    );
+    for v2 in [false, true] {
+        for other_config in [false, true] {
+            for first in [
+                FirstVersion::Same,
+                FirstVersion::Other,
+                FirstVersion::Byte(0),
+                FirstVersion::Byte(3),
+            ] {
+                let setup = Setup {
+                    v2,
+                    role: RoleByte::detecting(other_config, first),
+                    keepalive: 1,
+                    frame_size: 3,
+                    receive_buffer: 0,
+                    stream_buffer: 2,
+                    auto_tune: true,
+                    counter_base: NEAR_WRAP.0,
+                    ids_left: Maybe(NEAR_WRAP.1),
+                    last_serial: Maybe(NEAR_WRAP.2),
+                };
+                // We open and write before the peer spoke (nothing may leave), a keepalive
+                // falls due, then the peer's first frame decides; a second frame is of the
+                // setup's version.
+                let ops = vec![
+                    Op::Open,
+                    Op::Write {
+                        sid: Sid(0),
+                        len: 300,
+                        big: false,
+                    },
+                    Op::Advance { ms: 10_000 },
+                    Op::Transmit { max: u16::MAX },
+                    Op::PeerFrame {
+                        cmd: FrameCmd::Syn,
+                        sid: Sid(252),
+                        len: 0,
+                        fill: 0,
+                        split: 7,
+                    },
+                    Op::Transmit { max: u16::MAX },
+                    Op::PeerFrame {
+                        cmd: FrameCmd::Psh,
+                        sid: Sid(0),
+                        len: 10,
+                        fill: 0,
+                        split: 0,
+                    },
+                    Op::Accept,
+                    Op::Read {
+                        sid: Sid(0),
+                        len: 100,
+                    },
+                    Op::Transmit { max: u16::MAX },
+                ];
+                let stats = session::run_ops(&setup, &ops);
+                let label = format!("v2 {v2}, other config {other_config}, first {first:?}");
+                // Only a first frame of the setup's version keeps the session alive.
+                assert_eq!(
+                    stats.terminated,
+                    first != FirstVersion::Same,
+                    "{label}: {stats:?}"
+                );
+                // A first frame of either version is detected and what waited leaves (in
+                // that version); a non-version ends the session with nothing sent.
+                let detected = matches!(first, FirstVersion::Same | FirstVersion::Other);
+                let sent = if detected { 300 } else { 0 };
+                assert_eq!(stats.bytes_sent, sent, "{label}: {stats:?}");
+            }
+        }
     }
 }
 
@@ -292,8 +396,8 @@ struct Recorder {
 
 impl Recorder {
     fn new(setup: Setup) -> Recorder {
-        let config = setup.config();
-        let (me_role, peer_role) = if setup.server {
+        let config = setup.peer_config();
+        let (me_role, peer_role) = if setup.role.server() {
             (Role::Server, Role::Client)
         } else {
             (Role::Client, Role::Server)
@@ -475,7 +579,7 @@ impl Recorder {
         if self.setup.v2 {
             flags |= 1;
         }
-        if self.setup.server {
+        if self.setup.role.server() {
             flags |= 2;
         }
         let mut v = vec![flags | 4 | (2 << 3), 0x5a];
@@ -498,7 +602,7 @@ fn setup(
     let (counter_base, ids_left, last_serial) = if wrap { start } else { FROM_ZERO };
     Setup {
         v2,
-        server,
+        role: RoleByte::plain(server),
         keepalive: 1,
         frame_size,
         receive_buffer: 0,
@@ -547,6 +651,40 @@ fn scenario_server(v2: bool, wrap: bool) -> Recorder {
     r.ops.push(Op::Close);
     r.ops.push(Op::Transmit { max: u16::MAX });
     r.ops.push(Op::Shutdown);
+    r
+}
+
+/// We serve with `detect_version`, configured with the other version than the client's: we
+/// open a stream and write before the client spoke (nothing leaves), the client opens one and
+/// writes, we detect its version, echo, and our early stream follows. (Counters as in
+/// [`scenario_server`].)
+fn scenario_server_detect(v2: bool) -> Recorder {
+    let start = (CounterBase::BelowWrap(1499), Some(2), Some(0));
+    let mut r = Recorder::new(Setup {
+        role: RoleByte::detecting(true, FirstVersion::Same),
+        ..setup(v2, true, 4, 3, true, start)
+    });
+    let early = r.open();
+    r.write(early, 700);
+    r.advance(10_000);
+    r.send_to_peer();
+    assert_eq!(r.me.version(), None);
+    let a = r.peer.open().unwrap();
+    r.peer_write(a, 2000);
+    r.recv_from_peer();
+    assert_eq!(r.me.version(), Some(r.setup.version()));
+    let sa = r.accept();
+    r.read(sa, 5000);
+    r.write(sa, 1500);
+    r.exchange();
+    let pe = r.peer.accept().unwrap().expect("our early stream arrived");
+    assert_eq!(pe, early);
+    r.peer_read_all(pe);
+    r.peer_read_all(a);
+    r.exchange();
+    r.shutdown(early);
+    r.release(early, BOTH_HANDLES);
+    r.exchange();
     r
 }
 
@@ -701,6 +839,10 @@ fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             name.to_string(),
             scenario(false).decoder_seed(),
         ));
+    }
+    for (name, v2) in [("server_detect_v1", false), ("server_detect_v2", true)] {
+        let r = scenario_server_detect(v2);
+        out.push(("session_ops", name.to_string(), r.session_seed()));
     }
     let drain = scenario_drain_at_wrap();
     out.push((
