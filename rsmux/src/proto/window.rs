@@ -51,16 +51,13 @@ impl RecvWindow {
 
     /// Records `n > 0` bytes handed to the application. Returns the UPD to send when one is
     /// due: on the first read, then whenever half the advertised `window` was read since the
-    /// last UPD (as Go), or a quarter once auto-tuning grew it: a grown window serves a link
-    /// whose round trip it must cover, and earlier updates keep more of it in flight (about
-    /// 10% more throughput over a 10 ms link, for one 8-byte frame per quarter window). Every due CONSUMED is sent, including one that wrapped to exactly 0: Go skips
+    /// last UPD. Every due CONSUMED is sent, including one that wrapped to exactly 0: Go skips
     /// that one, which stalls a reader that always drains its whole window at a multiple of
     /// 2^32 bytes (a Go sender accepts it; its in-flight arithmetic wraps).
     pub(crate) fn on_read(&mut self, n: u32, window: u32) -> Option<UpdDue> {
         self.num_read = self.num_read.wrapping_add(n);
         self.incr = self.incr.saturating_add(n);
-        let divisor = if self.growth > 0 { 4 } else { 2 };
-        if self.incr >= (window / divisor).max(1) || !self.started {
+        if self.incr >= (window / 2).max(1) || !self.started {
             // The first UPD says nothing about the pace of the stream: no growth there, so a
             // short stream never takes any of the session's allowance.
             let kept_up = std::mem::take(&mut self.starved) && self.started;
@@ -262,17 +259,6 @@ mod tests {
                 base.wrapping_add(160)
             ]
         );
-    }
-
-    #[test]
-    fn a_grown_window_is_updated_every_quarter_a_configured_one_every_half() {
-        let mut r = RecvWindow::default();
-        assert!(r.on_read(1, 400).is_some()); // the first read
-        assert!(r.on_read(150, 400).is_none());
-        assert!(r.on_read(50, 400).is_some()); // 200 = half
-        r.set_growth(1);
-        assert!(r.on_read(199, 800).is_none());
-        assert!(r.on_read(1, 800).is_some()); // 200 = a quarter of the grown 800
     }
 
     #[test]
