@@ -12,8 +12,8 @@
 //!   much is waiting it stops reading, so the sender sees ordinary TCP backpressure. Hence one
 //!   direction of one connection carries at most `LINE_CAP` per RTT/2: 1.6 GB/s at 10 ms RTT,
 //!   335 MB/s at 50 ms. A v2 smux stream (window at most half of `--smuxbuf` with auto-tuning,
-//!   64 KiB in Go) or a v1 session (at most `--smuxbuf` = 4 MiB in flight) stays below that;
-//!   raw TCP and v1 rows can come near it at large RTTs. Memory is bounded per connection, so
+//!   64 KiB in Go) stays below that; a v1 session has no window (its receive budget bounds
+//!   unread data, not data in flight), so raw TCP and v1 rows can reach it at large RTTs. Memory is bounded per connection, so
 //!   N connections may hold N times as much.
 //! - Timing: a chunk leaves no earlier than RTT/2 after it was read. Tokio's timer ticks in
 //!   whole milliseconds (it added about 1 ms per direction), so the delay lines wait on a
