@@ -375,6 +375,37 @@ mod tests {
     }
 
     #[test]
+    fn smuxver_auto_and_fixed_streambuf_reach_the_config_and_child_flags() {
+        assert_eq!(parse_smuxver("AUTO"), Ok(SMUXVER_AUTO));
+        assert_eq!(parse_smuxver("2"), Ok(2));
+        assert!(parse_smuxver("0").is_err());
+        let auto = SmuxOpts {
+            smuxver: SMUXVER_AUTO,
+            ..opts()
+        };
+        let c = auto.config().unwrap();
+        assert!(c.detect_version && c.version == 1);
+        assert!(auto
+            .client_config()
+            .unwrap_err()
+            .starts_with("--smuxver auto"));
+        assert!(!opts().config().unwrap().detect_version);
+        // Auto-tuning is on unless --fixed-streambuf, which child processes get too.
+        assert!(opts().config().unwrap().stream_window_auto_tune);
+        assert!(!opts()
+            .cli_flags(2)
+            .contains(&"--fixed-streambuf".to_string()));
+        let fixed = SmuxOpts {
+            fixed_streambuf: true,
+            ..opts()
+        };
+        assert!(!fixed.config().unwrap().stream_window_auto_tune);
+        assert!(fixed
+            .cli_flags(2)
+            .contains(&"--fixed-streambuf".to_string()));
+    }
+
+    #[test]
     fn config_errors_name_the_flag() {
         assert!(opts().config().is_ok());
         let e = SmuxOpts {

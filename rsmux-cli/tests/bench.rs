@@ -79,6 +79,14 @@ fn ids(rows: &[Value]) -> Vec<&str> {
     rows.iter().map(|r| r["id"].as_str().unwrap()).collect()
 }
 
+/// The JSON fields of every row's throughput figures: both one-way workloads and both echoes.
+const RATE_KEYS: [&str; 4] = [
+    "one_stream_mb_s",
+    "many_streams_mb_s",
+    "echo_one_stream_mb_s",
+    "echo_many_streams_mb_s",
+];
+
 #[test]
 fn quick_json_has_every_field() {
     // Build the Go peer first, so the Go rows run (the bench would build it too).
@@ -154,12 +162,7 @@ fn quick_json_has_every_field() {
         assert_eq!(num(row, "rtt_ms"), 0.0);
         assert_eq!(num(row, "echo_many_streams"), 16.0);
         // Every row has both directions and the echo workloads, v1 beside v2.
-        for key in [
-            "one_stream_mb_s",
-            "many_streams_mb_s",
-            "echo_one_stream_mb_s",
-            "echo_many_streams_mb_s",
-        ] {
+        for key in RATE_KEYS {
             assert!(num(row, key) > 1.0, "{key}: {row}");
         }
     }
@@ -335,12 +338,7 @@ fn rtt_runs_every_row_through_the_proxy() {
             continue;
         }
         assert_eq!(row["errors"].as_array().map(Vec::len), Some(0), "{row}");
-        for key in [
-            "one_stream_mb_s",
-            "many_streams_mb_s",
-            "echo_one_stream_mb_s",
-            "echo_many_streams_mb_s",
-        ] {
+        for key in RATE_KEYS {
             assert!(num(row, key) > 0.0, "{key}: {row}");
         }
         // One round trip per operation at least (two for raw TCP: the handshake).

@@ -38,6 +38,22 @@ fn echo_with(extra: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// `tunnel client --listen 127.0.0.1:0 --server 127.0.0.1:1` plus `extra`.
+fn tunnel_client_with(extra: &[&str]) -> Vec<String> {
+    [
+        "tunnel",
+        "client",
+        "--listen",
+        "127.0.0.1:0",
+        "--server",
+        "127.0.0.1:1",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| s.to_string())
+    .collect()
+}
+
 #[test]
 fn config_values_checked_by_the_library() {
     usage_error(
@@ -74,16 +90,7 @@ fn config_values_checked_by_the_library() {
         &["--smuxver"],
     );
     usage_error(
-        &[
-            "tunnel",
-            "client",
-            "--listen",
-            "127.0.0.1:0",
-            "--server",
-            "127.0.0.1:1",
-            "--framesize",
-            "100000",
-        ],
+        &tunnel_client_with(&["--framesize", "100000"]),
         &["--framesize"],
     );
     usage_error(&["bench", "--smuxver", "9"], &["--smuxver"]);
@@ -92,16 +99,7 @@ fn config_values_checked_by_the_library() {
 #[test]
 fn smuxver_auto_is_for_servers_only() {
     usage_error(
-        &[
-            "tunnel",
-            "client",
-            "--listen",
-            "127.0.0.1:0",
-            "--server",
-            "127.0.0.1:1",
-            "--smuxver",
-            "auto",
-        ],
+        &tunnel_client_with(&["--smuxver", "auto"]),
         &["--smuxver auto", "only a server"],
     );
     usage_error(
@@ -124,19 +122,7 @@ fn malformed_values_name_the_flag() {
         &["tunnel", "server", "--listen", "127.0.0.1:0"],
         &["--target"],
     );
-    usage_error(
-        &[
-            "tunnel",
-            "client",
-            "--listen",
-            "127.0.0.1:0",
-            "--server",
-            "127.0.0.1:1",
-            "--conns",
-            "0",
-        ],
-        &["--conns"],
-    );
+    usage_error(&tunnel_client_with(&["--conns", "0"]), &["--conns"]);
     usage_error(&["bench", "--seconds", "0"], &["--seconds"]);
     usage_error(&["bench", "--go-peer", "/no/such/file"], &["--go-peer"]);
     usage_error(&["bench", "--plot", "/no/such/dir/x.svg"], &["--plot"]);

@@ -1101,7 +1101,7 @@ fn check_upd_liveness(s: &Side, full: bool) {
 }
 
 fn side_config() -> impl Strategy<Value = SideConfig> {
-    (
+    side_config_from(
         prop_oneof![
             1 => 1usize..=16,
             3 => 17usize..=5000,
@@ -1109,19 +1109,7 @@ fn side_config() -> impl Strategy<Value = SideConfig> {
             1 => Just(65535usize),
         ],
         prop_oneof![512usize..=8192, 8193usize..=300_000],
-        any::<usize>(),
-        any::<bool>(),
     )
-        .prop_map(
-            |(max_frame_size, max_receive_buffer, stream_buffer_seed, stream_window_auto_tune)| {
-                SideConfig {
-                    max_frame_size,
-                    max_receive_buffer,
-                    stream_buffer_seed,
-                    stream_window_auto_tune,
-                }
-            },
-        )
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -1212,9 +1200,21 @@ proptest! {
 }
 
 fn tight_config() -> impl Strategy<Value = SideConfig> {
-    (
+    side_config_from(
         prop_oneof![1usize..=64, 512usize..=4096, Just(65535usize)],
         512usize..=16384,
+    )
+}
+
+/// A side's configuration from strategies for its frame size and receive budget; the stream
+/// window seed and auto-tuning are drawn freely.
+fn side_config_from(
+    max_frame_size: impl Strategy<Value = usize>,
+    max_receive_buffer: impl Strategy<Value = usize>,
+) -> impl Strategy<Value = SideConfig> {
+    (
+        max_frame_size,
+        max_receive_buffer,
         any::<usize>(),
         any::<bool>(),
     )

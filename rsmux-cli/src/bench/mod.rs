@@ -116,9 +116,11 @@ const MAX_RTTS: usize = 8;
 impl BenchArgs {
     /// Usage checks done before anything runs (exit 2 on failure).
     pub fn check(&self) -> std::result::Result<(), String> {
-        self.smux.config()?;
-        if self.connect.is_some() && !matches!(self.smux.smuxver, 1 | 2) {
-            return Err("--smuxver: --connect needs 1 or 2 (this side is the client)".into());
+        if self.connect.is_some() {
+            // Against an external server this side is the client.
+            self.smux.client_config()?;
+        } else {
+            self.smux.config()?;
         }
         if self.seconds.is_some_and(|s| s.is_zero()) {
             return Err("--seconds 0: must be more than zero".into());

@@ -18,7 +18,7 @@ use super::{
     window::{scaled, MAX_GROWTH},
 };
 use crate::{
-    config::{Config, ConfigError, MAX_BUFFER},
+    config::{Config, ConfigError},
     error::Error,
     frame::{decode_upd, encode_upd, Cmd, Header, HEADER_LEN, UPD_LEN},
 };
@@ -680,7 +680,8 @@ impl Connection {
         }
         let old = scaled(configured, growth) as usize;
         let new = scaled(configured, growth + 1) as usize;
-        if new > MAX_BUFFER || self.advertised_windows + (new - old) > allowance {
+        // (This also keeps every window under `MAX_BUFFER`: the sum includes `old`.)
+        if self.advertised_windows + (new - old) > allowance {
             return;
         }
         s.recv_window.set_growth(growth + 1);
@@ -694,18 +695,6 @@ impl Connection {
         self.advertised_windows +=
             s.recv_window
                 .advertised(self.config.max_stream_buffer as u32) as usize;
-    }
-
-    /// Stops counting the window of stream `id`: it will not read any more.
-    fn uncount_window(&mut self, id: u32) {
-        let configured = self.config.max_stream_buffer as u32;
-        let Some(s) = self.streams.get_mut(&id) else {
-            return;
-        };
-        if !s.read_closed {
-            self.advertised_windows -= s.recv_window.advertised(configured) as usize;
-            s.recv_window.set_growth(0);
-        }
     }
 
     /// Accounting after the application took `n > 0` bytes of stream `id`: budget back, and
@@ -811,8 +800,10 @@ impl Connection {
         };
         let which = which & s.handles;
         if which & READ_HANDLE != 0 {
-            self.uncount_window(id);
-            let s = self.streams.get_mut(&id).expect("present");
+            // The stream reads no more: its window leaves the sum auto-tuning keeps.
+            let configured = self.config.max_stream_buffer as u32;
+            self.advertised_windows -= s.recv_window.advertised(configured) as usize;
+            s.recv_window.set_growth(0);
             s.read_closed = true;
             s.read_waiting = false;
             let unread = s.recv.clear();
@@ -946,7 +937,8 @@ impl Connection {
         if s.handles != 0 || !nothing_to_send || s.in_ring {
             return;
         }
-        self.uncount_window(id);
+        // Releasing the read handle already gave the stream's window back.
+        debug_assert!(s.read_closed, "no handle left, yet the read side is open");
         let s = self.streams.remove(&id).expect("present");
         self.send_queued -= s.send.len();
         self.budget.release(s.recv.len());

@@ -225,6 +225,18 @@ fn auto_tuning_grows_while_the_reader_keeps_up_within_half_the_budget() {
 }
 
 #[test]
+fn auto_tuning_grows_a_window_at_most_1024_fold() {
+    // A one-byte window and a budget that would allow a gigabyte: growth stops at ×1024.
+    let config = Config {
+        max_stream_buffer: 1,
+        max_receive_buffer: 1 << 30,
+        ..v2(true)
+    };
+    let t = transfer(config, 0, 1 << 20, MAX_IO);
+    assert_eq!(t.max_advertised, 1024);
+}
+
+#[test]
 fn auto_tuning_leaves_a_slow_reader_at_its_configured_window() {
     let mut p = Pair::v2();
     let id = p.client.open().unwrap();
@@ -288,7 +300,11 @@ fn a_grown_stream_that_stalls_holds_at_most_its_window_and_others_go_on() {
         Pair::read_all(&mut p.server, other_s, p.now),
         b"still moving"
     );
-    // Closing the stalled stream's reader gives its growth back.
+    // Closing the stalled stream's reader gives its growth back; once no stream reads, the
+    // sum is empty again.
     p.server.release(bulk_s, READ_HANDLE);
     assert_eq!(p.server.advertised_windows(), 65536);
+    p.server.release(other_s, BOTH_HANDLES);
+    p.server.release(bulk_s, WRITE_HANDLE);
+    assert_eq!(p.server.advertised_windows(), 0);
 }

@@ -11,7 +11,8 @@ use crate::error::ProtocolError;
 /// A sender's window before the peer's first UPD, whatever either side's config says.
 pub const INITIAL_PEER_WINDOW: u32 = 262_144;
 
-/// Most doublings of the configured window auto-tuning applies (×1024).
+/// Most doublings of the configured window auto-tuning applies (×1024): growth stays within
+/// three orders of magnitude of what the user configured, whatever the receive budget.
 pub(crate) const MAX_GROWTH: u8 = 10;
 
 /// Receiving side: decides when to tell the peer how much the application has consumed, and
@@ -30,11 +31,9 @@ pub(crate) struct RecvWindow {
     upd_pending: bool,
 }
 
-/// An UPD the receiving side owes the peer.
+/// An UPD became due (its CONSUMED value is taken when it leaves, by `take_upd`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct UpdDue {
-    /// Total bytes handed to the application (wrapping), the UPD's CONSUMED field.
-    pub(crate) consumed: u32,
     /// The reader kept up since the previous UPD: a good moment to grow the window.
     pub(crate) reader_kept_up: bool,
 }
@@ -49,8 +48,8 @@ impl RecvWindow {
         }
     }
 
-    /// Records `n > 0` bytes handed to the application. Returns the UPD to send when one is
-    /// due: on the first read, then whenever half the advertised `window` was read since the
+    /// Records `n > 0` bytes handed to the application. Says when an UPD became due (then
+    /// [`upd_pending`](Self::upd_pending) until [`take_upd`](Self::take_upd)): on the first read, then whenever half the advertised `window` was read since the
     /// last UPD. Every due CONSUMED is sent, including one that wrapped to exactly 0: Go skips
     /// that one, which stalls a reader that always drains its whole window at a multiple of
     /// 2^32 bytes (a Go sender accepts it; its in-flight arithmetic wraps).
@@ -65,7 +64,6 @@ impl RecvWindow {
             self.incr = 0;
             self.upd_pending = true;
             Some(UpdDue {
-                consumed: self.num_read,
                 reader_kept_up: kept_up,
             })
         } else {
@@ -169,6 +167,12 @@ impl SendWindow {
 mod tests {
     use super::*;
 
+    /// `on_read`, then the CONSUMED value of the UPD if one became due.
+    fn due(r: &mut RecvWindow, n: u32, window: u32) -> Option<u32> {
+        r.on_read(n, window)?;
+        r.take_upd()
+    }
+
     #[test]
     fn upd_sequence_matches_go() {
         // SPEC §5 [verified]: a Go reader with a 10000-byte buffer over 32768-byte frames
@@ -177,9 +181,7 @@ mod tests {
         let mut w = RecvWindow::default();
         let mut sent = vec![];
         for n in [10000, 10000, 10000, 2768].repeat(5) {
-            if let Some(u) = w.on_read(n, 65536) {
-                sent.push(u.consumed);
-            }
+            sent.extend(due(&mut w, n, 65536));
         }
         assert_eq!(sent, vec![10000, 42768, 75536, 108304, 141072]);
     }
@@ -228,14 +230,14 @@ mod tests {
         // 2^32. Go skips CONSUMED 0 there and both sides wait for each other forever.
         let mut r = RecvWindow::starting_at(u32::MAX - 65535);
         r.started = true;
-        assert_eq!(r.on_read(65536, 65536).map(|u| u.consumed), Some(0));
-        assert_eq!(r.on_read(65536, 65536).map(|u| u.consumed), Some(65536));
+        assert_eq!(due(&mut r, 65536, 65536), Some(0));
+        assert_eq!(due(&mut r, 65536, 65536), Some(65536));
     }
 
     #[test]
     fn first_read_sends_an_upd_from_any_counter_offset() {
         let mut r = RecvWindow::starting_at(u32::MAX);
-        assert_eq!(r.on_read(1, 65536).map(|u| u.consumed), Some(0));
+        assert_eq!(due(&mut r, 1, 65536), Some(0));
         assert_eq!(r.on_read(1, 65536), None);
     }
 
@@ -245,9 +247,7 @@ mod tests {
         r.started = true;
         let mut sent = vec![];
         for _ in 0..8 {
-            if let Some(u) = r.on_read(20, 64) {
-                sent.push(u.consumed);
-            }
+            sent.extend(due(&mut r, 20, 64));
         }
         let base = u32::MAX - 100;
         assert_eq!(
