@@ -13,7 +13,6 @@ use std::{
 use clap::Args;
 use rsmux::{Config, Session, Stream};
 use tokio::{
-    io::AsyncWriteExt,
     net::TcpStream,
     sync::{OwnedSemaphorePermit, Semaphore},
 };
@@ -162,13 +161,14 @@ fn start_session(
     });
 }
 
-/// Echoes received chunks as they arrive (no buffer of its own) until the peer's FIN, then
-/// closes the stream: dropping it sends FIN after everything written.
+/// Echoes received chunks as they arrive until the peer's FIN, then closes the stream:
+/// dropping it sends FIN after everything written. No buffer of its own and no copy: the
+/// slices of the session's read buffer go back out as they are.
 async fn echo_stream(mut stream: Stream, _slot: OwnedSemaphorePermit) {
     loop {
         match stream.read_chunk(CHUNK_MAX).await {
             Ok(Some(chunk)) => {
-                if let Err(e) = stream.write_all(&chunk).await {
+                if let Err(e) = stream.write_chunk(chunk).await {
                     debug!("stream {}: write failed: {e}", stream.id());
                     return;
                 }

@@ -100,6 +100,72 @@ fn unread_data_is_bounded_by_the_receive_budget() {
     });
 }
 
+/// Payloads stay zero-copy slices of the session's read chunks, and one slice keeps its whole
+/// chunk alive. A stream that is never read, receiving one small frame between every large
+/// batch for another stream that is read at once, would pin a chunk per frame for a few unread
+/// bytes each; the session must copy such slices out instead (`proto::recv_buffer`), so memory
+/// stays near the budget's worth of chunks however many arrive.
+#[test]
+fn a_stream_that_is_never_read_cannot_pin_read_chunks() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const BUDGET: usize = 1 << 20;
+    const ROUNDS: usize = 200;
+    const SMALL: usize = 1024;
+    const BIG: usize = 32760;
+    const BIGS_PER_ROUND: usize = 8;
+    runtime().block_on(async {
+        let (ours, mut peer) = tokio::io::duplex(256 * 1024);
+        let cfg = Config {
+            max_receive_buffer: BUDGET,
+            keep_alive_disabled: true,
+            ..Config::default()
+        };
+        let before = live();
+        reset_peak();
+        let session = Session::server(ours, cfg).unwrap();
+        let mut syns = Header::new(1, Cmd::Syn, 0, 1).encode().to_vec();
+        syns.extend_from_slice(&Header::new(1, Cmd::Syn, 0, 3).encode());
+        peer.write_all(&syns).await.unwrap();
+        let stalled = session.accept_stream().await.unwrap();
+        let mut busy = session.accept_stream().await.unwrap();
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            while got < ROUNDS * BIGS_PER_ROUND * BIG {
+                got += busy.read_chunk(usize::MAX).await.unwrap().unwrap().len();
+            }
+            busy
+        });
+        let mut round = Vec::new();
+        round.extend_from_slice(&Header::new(1, Cmd::Psh, SMALL as u16, 1).encode());
+        round.extend_from_slice(&[1u8; SMALL]);
+        for _ in 0..BIGS_PER_ROUND {
+            round.extend_from_slice(&Header::new(1, Cmd::Psh, BIG as u16, 3).encode());
+            round.extend_from_slice(&[3u8; BIG]);
+        }
+        for _ in 0..ROUNDS {
+            peer.write_all(&round).await.unwrap();
+        }
+        let busy = reader.await.unwrap();
+        assert_eq!(session.buffered_bytes(), ROUNDS * SMALL);
+        let held = live() - before - round.capacity() as isize;
+        let peak = peak() - before;
+        eprintln!(
+            "{} B unread on a stalled stream among {} MiB read: {held} B held, peak {peak} B",
+            ROUNDS * SMALL,
+            (ROUNDS * BIGS_PER_ROUND * BIG) >> 20
+        );
+        // The unread bytes (compacted), the budget's worth of chunks plus two, the pipe.
+        let bound = ROUNDS * SMALL + BUDGET + 2 * rsmux::proto::CHUNK + 256 * 1024 + 64 * 1024;
+        assert!(held < bound as isize, "{held} B held, bound {bound}");
+        assert!(
+            peak < (bound + BUDGET) as isize,
+            "peak {peak} B, bound {bound}"
+        );
+        drop((busy, stalled));
+        assert_eq!(session.buffered_bytes(), 0);
+    });
+}
+
 /// Bytes allocated per idle open stream, both ends counted, with 10,000 streams.
 #[test]
 fn idle_streams_cost_little_memory() {

@@ -94,6 +94,25 @@ impl Handle {
         self.poll_send(cx, |c, id| c.write(id, data, now()))
     }
 
+    /// Queues all of `data` without copying it, waiting for room as needed.
+    fn poll_write_chunk(&self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<Result<(), Error>> {
+        while !data.is_empty() {
+            let mut inner = self.shared.lock();
+            let res = inner.conn.write_chunk(self.id, data, now());
+            let blocked = matches!(res, Ok(Progress::Blocked));
+            if blocked {
+                inner.park_writer(self.id, cx.waker());
+            }
+            inner.dispatch();
+            drop(inner);
+            res?;
+            if blocked {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
     fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_send(cx, |c, id| c.flush(id, now())).map_ok(drop)
     }
@@ -249,6 +268,17 @@ impl Stream {
         std::future::poll_fn(|cx| self.handle.poll_read_chunk(cx, max)).await
     }
 
+    /// Writes all of `data` without copying it (buffers the application already holds as
+    /// [`Bytes`], such as chunks from [`read_chunk`](Self::read_chunk), go to the socket as
+    /// they are). Returns once all of it is queued, like `write_all`.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: if cancelled, an unknown prefix of `data` may have been queued.
+    pub async fn write_chunk(&mut self, data: Bytes) -> Result<(), Error> {
+        let mut data = data;
+        std::future::poll_fn(|cx| self.handle.poll_write_chunk(cx, &mut data)).await
+    }
+
     /// Splits the stream into a read half and a write half that can move to different tasks.
     /// Dropping the write half half-closes the stream (FIN); dropping the read half discards
     /// unread data. The stream is closed when both are dropped.
@@ -372,6 +402,12 @@ impl OwnedWriteHalf {
     /// Sets the write deadline; `None` clears it.
     pub fn set_write_deadline(&self, deadline: Option<tokio::time::Instant>) {
         self.handle.set_deadline(None, Some(deadline));
+    }
+
+    /// Writes all of `data` without copying it (see [`Stream::write_chunk`]).
+    pub async fn write_chunk(&mut self, data: Bytes) -> Result<(), Error> {
+        let mut data = data;
+        std::future::poll_fn(|cx| self.handle.poll_write_chunk(cx, &mut data)).await
     }
 }
 

@@ -5,16 +5,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::{
     budget::Budget,
     deadlines::{Deadlines, Dir},
     ids::{IdAllocator, Role},
     keepalive::Keepalive,
-    recv_buffer::{RecvBuffer, SHARE_MIN},
+    recv_buffer::{RecvBuffer, Slices, SHARE_MIN},
     stream::{StreamState, READ_HANDLE, WRITE_HANDLE},
-    tx::TxBuf,
+    tx::{TxBuf, COPY_MAX},
     window::{scaled, MAX_GROWTH},
 };
 use crate::{
@@ -117,6 +117,8 @@ pub struct Connection {
     ids: IdAllocator,
     accept_queue: VecDeque<u32>,
     budget: Budget,
+    /// Streams holding slices of read chunks (bounds the memory they pin).
+    slices: Slices,
     /// Streams with a frame to send, served one frame per turn (SPEC §7).
     ring: VecDeque<u32>,
     nop_pending: bool,
@@ -163,6 +165,7 @@ impl Connection {
             version: config.version,
             detecting_version: config.detect_version,
             budget: Budget::new(config.max_receive_buffer),
+            slices: Slices::default(),
             keepalive: Keepalive::new(&config, now),
             ids: IdAllocator::new(role),
             config,
@@ -347,16 +350,10 @@ impl Connection {
                 let body = encode_upd(consumed, window);
                 tx.push_small(Header::new(version, Cmd::Upd, UPD_LEN as u16, id), &body);
             } else if !s.send.is_empty() && window(v2, s, id) > 0 {
-                let n = s
-                    .send
-                    .len()
-                    .min(self.config.max_frame_size)
-                    .min(window(v2, s, id));
-                let payload = s.send.split_to(n).freeze();
-                if s.send.is_empty() {
-                    // Let go of the allocation: an idle stream holds no buffer.
-                    s.send = BytesMut::new();
-                }
+                let max = self.config.max_frame_size.min(window(v2, s, id));
+                // One piece at most (an idle stream's queue lets go of its memory).
+                let payload = s.send.read_chunk(max).expect("not empty");
+                let n = payload.len();
                 s.send_window.on_sent(n as u32);
                 self.send_queued -= n;
                 tx.push(Header::new(version, Cmd::Psh, n as u16, id), payload);
@@ -403,6 +400,13 @@ impl Connection {
     /// an incomplete frame stays in the buffer for the next call. A malformed frame closes
     /// the session with [`Error::Protocol`] (SPEC §1.6).
     pub fn handle_input(&mut self, rb: &mut RecvBuffer) {
+        if let Some(ids) = self.slices.due(rb, self.config.max_receive_buffer) {
+            for id in ids {
+                if let Some(s) = self.streams.get_mut(&id) {
+                    s.recv.compact();
+                }
+            }
+        }
         while self.wants_read() {
             let Some(raw) = rb.header() else {
                 return;
@@ -485,10 +489,12 @@ impl Connection {
         let closing = matches!(self.state, State::Closing { .. });
         match self.streams.get_mut(&id) {
             Some(s) if !s.read_closed && len > 0 && !closing => {
-                // Large payloads stay slices of the read chunk while the application keeps
-                // up; others are packed (see `recv_buffer` for why this bounds memory).
-                if len >= SHARE_MIN && self.budget.used() < self.config.max_receive_buffer / 8 {
-                    s.recv.push_shared(rb.split(len));
+                // Large payloads stay slices of the read chunk, small ones are packed (see
+                // `recv_buffer` for how the memory slices pin is bounded).
+                if len >= SHARE_MIN {
+                    if s.recv.push_shared(rb.split(len)) {
+                        self.slices.note(id);
+                    }
                 } else {
                     s.recv.push_copy(rb.peek(len));
                     rb.skip(len);
@@ -722,8 +728,47 @@ impl Connection {
     /// was shut, after the session ended, and, deterministically, once the write deadline has
     /// passed.
     pub fn write(&mut self, id: u32, data: &[u8], now: Instant) -> Result<Progress, Error> {
+        let progress = self.write_room(id, data.len(), now)?;
+        if let Progress::Ready(n) = progress {
+            if n > 0 {
+                let s = self.streams.get_mut(&id).expect("checked");
+                s.send.push_copy(&data[..n]);
+                self.queued(id, n);
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Like [`write`](Self::write), but takes the bytes without copying them: as much of
+    /// `data` as fits is split off its front and queued as it is (pieces below [`COPY_MAX`]
+    /// bytes are copied, as small writes are). `Ready(n)` says how many bytes were taken.
+    pub fn write_chunk(
+        &mut self,
+        id: u32,
+        data: &mut Bytes,
+        now: Instant,
+    ) -> Result<Progress, Error> {
+        let progress = self.write_room(id, data.len(), now)?;
+        if let Progress::Ready(n) = progress {
+            if n > 0 {
+                let s = self.streams.get_mut(&id).expect("checked");
+                let piece = data.split_to(n);
+                if n < COPY_MAX {
+                    s.send.push_copy(&piece);
+                } else {
+                    s.send.push_shared(piece);
+                }
+                self.queued(id, n);
+            }
+        }
+        Ok(progress)
+    }
+
+    /// How much of a write of `len` bytes stream `id` takes now: `Ready(0)` for an empty
+    /// write, `Blocked` (the writer registered to wait) when there is no room.
+    fn write_room(&mut self, id: u32, len: usize, now: Instant) -> Result<Progress, Error> {
         self.check_writable(id, now)?;
-        if data.is_empty() {
+        if len == 0 {
             return Ok(Progress::Ready(0));
         }
         let session_room = self.send_cap().saturating_sub(self.send_queued);
@@ -743,11 +788,13 @@ impl Connection {
             }
             return Ok(Progress::Blocked);
         }
-        let n = room.min(data.len());
-        s.send.extend_from_slice(&data[..n]);
+        Ok(Progress::Ready(room.min(len)))
+    }
+
+    /// `n` bytes were queued on stream `id`.
+    fn queued(&mut self, id: u32, n: usize) {
         self.send_queued += n;
         self.schedule(id);
-        Ok(Progress::Ready(n))
     }
 
     /// `Ready(0)` once everything written to stream `id` has been framed for the socket; the
@@ -967,7 +1014,7 @@ impl Connection {
         self.deadlines.clear();
         for s in self.streams.values_mut() {
             s.in_ring = false;
-            s.send = BytesMut::new();
+            s.send.clear();
             s.read_waiting = false;
             s.write_waiting = false;
         }

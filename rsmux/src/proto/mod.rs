@@ -5,12 +5,12 @@
 //! so that tests, fuzzers and other runtimes can drive it directly.
 
 mod budget;
+mod byte_queue;
 mod connection;
 mod deadlines;
 mod ids;
 mod keepalive;
 mod recv_buffer;
-mod recv_queue;
 mod stream;
 mod tx;
 mod window;

@@ -1,15 +1,19 @@
 //! The connection's read buffer and its memory policy.
 //!
 //! The driver reads the socket into one [`RecvBuffer`] in chunks of [`CHUNK`] bytes (large
-//! reads: fewer system calls); the session then cuts complete frames out of it. While the
-//! application keeps up (unread data below 1/8 of the receive budget), a payload of at least
-//! [`SHARE_MIN`] bytes is handed to its stream as a zero-copy slice of the chunk. Every other
-//! payload is copied into the stream's compact receive queue. A slice can keep its whole chunk
-//! alive, at most `CHUNK / SHARE_MIN` = 8 times its size, and slices are only made while less
-//! than 1/8 of the budget is unread, so chunks pinned by slow readers never exceed one budget;
-//! copied data costs at most twice its size. Memory behind unread data therefore stays below
-//! three times `max_receive_buffer`, however a peer sizes its frames and whatever the
-//! application reads, while the common case (a reader that keeps up) copies nothing.
+//! reads: fewer system calls); the session then cuts complete frames out of it. A payload of at
+//! least [`SHARE_MIN`] bytes is handed to its stream as a zero-copy slice of the chunk; smaller
+//! ones are copied into the stream's compact queue (a slice would cost more than the copy).
+//!
+//! A slice keeps its whole chunk alive, so a stream whose reader is slow could pin many
+//! chunks with a few unread bytes each. [`Slices`] bounds that: it lists the streams that
+//! received slices, and once more chunks were started since its last pass than the receive
+//! budget fills (at least one), or the list is long, the session compacts those streams'
+//! queues (their slices are copied out and the chunks let go). Slices then never pin more than
+//! `max(max_receive_buffer, CHUNK) + 2 * CHUNK` bytes of chunks, whatever the frame sizes or
+//! the readers do, and copied data costs at most twice its size; a reader that keeps up takes
+//! its slices before any pass, so the common case copies nothing. When every slice of the
+//! current chunk is gone, the next read reuses its memory instead of allocating.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -18,8 +22,11 @@ use crate::frame::HEADER_LEN;
 /// Size of one read chunk.
 pub const CHUNK: usize = 256 * 1024;
 
-/// Payloads of at least this many bytes may be sliced rather than copied.
-pub const SHARE_MIN: usize = CHUNK / 8;
+/// Payloads of at least this many bytes are sliced rather than copied.
+pub const SHARE_MIN: usize = 1024;
+
+/// Longest list of [`Slices`] before a compaction pass (bounds the list's memory).
+const SLICES_LIST_MAX: usize = 1024;
 
 /// A read never goes into less room than this, unless the frame in progress needs less.
 const MIN_READ: usize = 4096;
@@ -28,6 +35,8 @@ const MIN_READ: usize = 4096;
 #[derive(Debug, Default)]
 pub struct RecvBuffer {
     buf: BytesMut,
+    /// Chunks allocated so far.
+    chunks_started: u64,
 }
 
 impl RecvBuffer {
@@ -41,11 +50,22 @@ impl RecvBuffer {
     pub fn prepare(&mut self) -> &mut BytesMut {
         let want = self.bytes_to_complete_frame().min(MIN_READ);
         if self.buf.capacity() - self.buf.len() < want {
-            let mut fresh = BytesMut::with_capacity(CHUNK.max(self.buf.len() + MIN_READ));
-            fresh.extend_from_slice(&self.buf);
-            self.buf = fresh;
+            let room = CHUNK.max(self.buf.len() + MIN_READ) - self.buf.len();
+            // Reuse the chunk when no slice of it is left (moving the partial frame to its
+            // front); otherwise start a fresh one.
+            if !self.buf.try_reclaim(room) {
+                let mut fresh = BytesMut::with_capacity(self.buf.len() + room);
+                fresh.extend_from_slice(&self.buf);
+                self.buf = fresh;
+                self.chunks_started += 1;
+            }
         }
         &mut self.buf
+    }
+
+    /// Chunks allocated so far (reused ones are not counted again).
+    pub(crate) fn chunks_started(&self) -> u64 {
+        self.chunks_started
     }
 
     /// Bytes still missing before the frame at the front of the buffer is complete.
@@ -97,6 +117,43 @@ impl RecvBuffer {
     }
 }
 
+/// The streams that may hold slices of read chunks, and when their slices were last copied
+/// out (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct Slices {
+    /// Streams that received a slice since the last pass (an id may repeat).
+    streams: Vec<u32>,
+    /// [`RecvBuffer::chunks_started`] at the last pass.
+    pass_at: u64,
+}
+
+impl Slices {
+    /// Stream `id` received its first slice since the last pass.
+    pub(crate) fn note(&mut self, id: u32) {
+        self.streams.push(id);
+    }
+
+    /// The streams to compact now, if a pass is due: more chunks started since the last
+    /// pass than `budget` bytes fill, or a long list.
+    pub(crate) fn due(
+        &mut self,
+        rb: &RecvBuffer,
+        budget: usize,
+    ) -> Option<std::vec::Drain<'_, u32>> {
+        let started = rb.chunks_started();
+        if self.streams.is_empty() {
+            self.pass_at = started;
+            return None;
+        }
+        let allowed = (budget / CHUNK).max(1) as u64;
+        if started - self.pass_at <= allowed && self.streams.len() < SLICES_LIST_MAX {
+            return None;
+        }
+        self.pass_at = started;
+        Some(self.streams.drain(..))
+    }
+}
+
 fn payload_len(h: &[u8; HEADER_LEN]) -> usize {
     u16::from_le_bytes([h[2], h[3]]) as usize
 }
@@ -109,7 +166,7 @@ mod tests {
     fn split_is_zero_copy() {
         let mut rb = RecvBuffer::new();
         rb.prepare();
-        rb.extend_from_slice(&vec![7u8; SHARE_MIN + 10]);
+        rb.extend_from_slice(&[7u8; SHARE_MIN + 10]);
         let base = rb.buf.as_ptr();
         let big = rb.split(SHARE_MIN);
         assert_eq!(big.as_ptr(), base, "split does not copy");
@@ -131,5 +188,63 @@ mod tests {
         assert_eq!(b.len(), CHUNK);
         assert!(b.capacity() - b.len() >= 1);
         assert_eq!(&b[..8], &[1u8, 2, 0xff, 0xff, 3, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_chunk_without_slices_is_reused() {
+        let mut rb = RecvBuffer::new();
+        rb.prepare();
+        assert_eq!(rb.chunks_started(), 1);
+        let base = rb.buf.as_ptr();
+        rb.extend_from_slice(&vec![1u8; CHUNK - 3]);
+        let slice = rb.split(CHUNK - 5);
+        // A slice is alive: the next read goes into a fresh chunk.
+        rb.prepare();
+        assert_eq!(rb.chunks_started(), 2);
+        assert_ne!(rb.buf.as_ptr(), base);
+        drop(slice);
+        // No slice of the second chunk is alive: it is reused, its bytes moved to the front.
+        let second = rb.buf.as_ptr();
+        rb.extend_from_slice(&vec![2u8; CHUNK - rb.len() - 1]);
+        let pending = rb.len();
+        drop(rb.split(pending - 2));
+        let b = rb.prepare();
+        assert_eq!(b.as_ptr(), second);
+        assert_eq!(&b[..], &[2u8, 2]);
+        assert!(b.capacity() >= CHUNK);
+        assert_eq!(rb.chunks_started(), 2);
+    }
+
+    #[test]
+    fn slices_are_copied_out_once_the_budget_worth_of_chunks_started() {
+        let mut rb = RecvBuffer::new();
+        let mut slices = Slices::default();
+        let budget = 2 * CHUNK;
+        rb.prepare();
+        assert!(slices.due(&rb, budget).is_none(), "nothing listed");
+        slices.note(7);
+        let mut pinned = Vec::new();
+        for started in 2..=4u64 {
+            // Keep a slice of every chunk alive, so each read starts a fresh one.
+            let room = rb.prepare().capacity() - rb.len();
+            rb.extend_from_slice(&vec![0u8; room]);
+            pinned.push(rb.split(rb.len()));
+            rb.prepare();
+            assert_eq!(rb.chunks_started(), started);
+            let due = slices.due(&rb, budget).map(|d| d.collect::<Vec<_>>());
+            if started - 1 <= 2 {
+                assert_eq!(due, None, "{started} chunks");
+            } else {
+                assert_eq!(due, Some(vec![7]), "{started} chunks");
+            }
+        }
+        assert!(slices.due(&rb, budget).is_none(), "the list is empty again");
+        for id in 0..SLICES_LIST_MAX as u32 {
+            slices.note(id);
+        }
+        assert_eq!(
+            slices.due(&rb, budget).map(|d| d.count()),
+            Some(SLICES_LIST_MAX)
+        );
     }
 }

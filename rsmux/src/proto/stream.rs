@@ -8,10 +8,8 @@
 //! An entry leaves the table once no handle refers to it and its FIN is on its way (or the
 //! session died), so a handle never sees its id reused.
 
-use bytes::BytesMut;
-
 use super::{
-    recv_queue::RecvQueue,
+    byte_queue::ByteQueue,
     window::{RecvWindow, SendWindow},
 };
 
@@ -26,7 +24,7 @@ pub const BOTH_HANDLES: u8 = READ_HANDLE | WRITE_HANDLE;
 pub(crate) struct StreamState {
     // Receive side.
     /// Received bytes not yet read.
-    pub(crate) recv: RecvQueue,
+    pub(crate) recv: ByteQueue,
     pub(crate) fin_received: bool,
     /// The read handle is gone: payloads are dropped on arrival.
     pub(crate) read_closed: bool,
@@ -34,7 +32,7 @@ pub(crate) struct StreamState {
 
     // Send side.
     /// Bytes accepted from the application and not yet framed.
-    pub(crate) send: BytesMut,
+    pub(crate) send: ByteQueue,
     pub(crate) send_window: SendWindow,
     pub(crate) syn_pending: bool,
     /// No more writes: a FIN follows the queued data.

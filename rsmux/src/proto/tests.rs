@@ -807,7 +807,7 @@ impl BlockedOrErr for Result<Progress, Error> {
 fn an_idle_stream_costs_one_small_table_entry() {
     // Memory per stream is the headline: no queue, buffer or deadline is held inline.
     assert!(std::mem::size_of::<super::stream::StreamState>() <= 88);
-    assert_eq!(std::mem::size_of::<super::recv_queue::RecvQueue>(), 8);
+    assert_eq!(std::mem::size_of::<super::byte_queue::ByteQueue>(), 8);
 }
 
 #[test]
@@ -995,4 +995,92 @@ fn a_detecting_server_sends_no_keepalive_before_the_client_spoke_and_can_close()
     let _ = s.open().unwrap();
     assert!(s.close(now));
     assert!(s.wants_shutdown());
+}
+
+#[test]
+fn write_chunk_sends_the_callers_bytes_without_copying_them() {
+    let mut p = Pair::new(Config::default());
+    let id = p.client.open().unwrap();
+    let data = bytes::Bytes::from(vec![9u8; 100_000]);
+    let base = data.as_ptr() as usize;
+    let mut rest = data.clone();
+    assert_eq!(
+        p.client.write_chunk(id, &mut rest, p.now).unwrap(),
+        Progress::Ready(100_000)
+    );
+    assert!(rest.is_empty());
+    let mut tx = TxBuf::new();
+    p.client.poll_transmit(&mut tx, usize::MAX);
+    let mut slices = [std::io::IoSlice::new(&[]); MAX_IOVECS];
+    let n = tx.io_slices(&mut slices);
+    // SYN + header in the staging buffer, then each 32 KiB payload is a slice of `data`.
+    let payloads: Vec<usize> = slices[..n]
+        .iter()
+        .filter(|s| s.len() >= COPY_MAX)
+        .map(|s| s.as_ptr() as usize - base)
+        .collect();
+    assert_eq!(
+        payloads,
+        [0, 32768, 65536, 98304],
+        "frame payloads point into the caller's buffer"
+    );
+    let wire = tx.to_vec();
+    let sizes: Vec<usize> = frames(&wire).iter().map(|f| f.2).collect();
+    assert_eq!(sizes, [0, 32768, 32768, 32768, 100_000 - 3 * 32768]);
+    let mut rb = RecvBuffer::new();
+    rb.extend_from_slice(&wire);
+    p.server.handle_input(&mut rb);
+    assert_eq!(p.accept(), id);
+    assert_eq!(Pair::read_all(&mut p.server, id, p.now), data);
+}
+
+#[test]
+fn write_chunk_takes_what_fits_and_leaves_the_rest_to_the_caller() {
+    let mut p = Pair::new(Config::default());
+    let id = p.client.open().unwrap();
+    let total = STREAM_SEND_BUFFER + 5000;
+    let mut data = bytes::Bytes::from((0..total).map(|i| i as u8).collect::<Vec<_>>());
+    let expect = data.clone();
+    assert_eq!(
+        p.client.write_chunk(id, &mut data, p.now).unwrap(),
+        Progress::Ready(STREAM_SEND_BUFFER)
+    );
+    assert_eq!(data.len(), 5000);
+    assert_eq!(
+        p.client.write_chunk(id, &mut data, p.now).unwrap(),
+        Progress::Blocked
+    );
+    assert_eq!(data.len(), 5000, "nothing taken while blocked");
+    p.drive();
+    // Small pieces are copied (no queue slot per tiny write), in order with the rest.
+    let mut tiny = data.split_to(10);
+    assert_eq!(
+        p.client.write_chunk(id, &mut tiny, p.now).unwrap(),
+        Progress::Ready(10)
+    );
+    assert_eq!(
+        p.client.write_chunk(id, &mut data, p.now).unwrap(),
+        Progress::Ready(4990)
+    );
+    assert_eq!(
+        p.client.write_chunk(id, &mut data, p.now).unwrap(),
+        Progress::Ready(0),
+        "an empty chunk is a no-op"
+    );
+    p.drive();
+    assert_eq!(p.accept(), id);
+    let mut got = Vec::new();
+    loop {
+        let before = got.len();
+        got.extend(Pair::read_all(&mut p.server, id, p.now));
+        p.drive();
+        if got.len() == before {
+            break;
+        }
+    }
+    assert_eq!(got, expect);
+    p.client.shutdown_write(id, p.now).unwrap();
+    let mut more = bytes::Bytes::from_static(b"late");
+    assert!(p.client.write_chunk(id, &mut more, p.now).is_err());
+    assert_eq!(more.len(), 4, "a refused chunk is left whole");
 }
