@@ -5,12 +5,16 @@
 //! chunks, or the application's own buffers given to `write_chunk`): no copy. Small ones are
 //! appended to one growing tail buffer instead of getting a queue slot each, so a flood of tiny
 //! frames or writes costs about its size in memory, not a slot and an allocation per piece.
-//! [`ByteQueue::compact`] copies the shared pieces out when they would pin too much memory
-//! (see `recv_buffer`).
+//! Each shared piece remembers when it arrived (a read-chunk count), so that
+//! [`ByteQueue::compact_older_than`] can copy out the ones that have waited too long and would
+//! otherwise keep their chunks alive (see `recv_buffer`).
 
 use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes, BytesMut};
+
+/// The arrival mark of pieces whose memory is the queue's own (never copied again).
+const OWNED: u64 = u64::MAX;
 
 /// The queue; boxed so that a stream with nothing queued spends one pointer on it.
 #[derive(Debug, Default)]
@@ -18,13 +22,11 @@ pub(crate) struct ByteQueue(Option<Box<Parts>>);
 
 #[derive(Debug, Default)]
 struct Parts {
-    /// Older data, in order: shared pieces, frozen parts of the tail and compacted runs.
-    chunks: VecDeque<Bytes>,
-    /// The first `owned` entries of `chunks` own their memory (compacted): compaction leaves
-    /// them alone.
-    owned: usize,
-    /// A shared piece was pushed since the last compaction.
-    holds_shared: bool,
+    /// Older data, in order, each piece with its arrival mark ([`OWNED`] for frozen parts of
+    /// the tail and compacted runs).
+    chunks: VecDeque<(Bytes, u64)>,
+    /// The caller tracks this queue as one that may hold shared pieces.
+    listed: bool,
     /// The newest small pieces, after everything in `chunks`.
     tail: BytesMut,
     len: usize,
@@ -40,10 +42,10 @@ impl ByteQueue {
         self.0.is_none()
     }
 
-    /// Appends a piece that is kept as it is (no copy). True when the queue held no shared
-    /// piece since its last compaction (the caller tracks which queues may need one).
-    pub(crate) fn push_shared(&mut self, piece: Bytes) -> bool {
-        self.0.get_or_insert_default().push_shared(piece)
+    /// Appends a piece that is kept as it is (no copy), marked as arrived at `mark`. True
+    /// when the caller should start tracking this queue (it was not listed).
+    pub(crate) fn push_shared(&mut self, piece: Bytes, mark: u64) -> bool {
+        self.0.get_or_insert_default().push_shared(piece, mark)
     }
 
     /// Appends a small piece by copying it into the tail.
@@ -65,12 +67,25 @@ impl ByteQueue {
         chunk
     }
 
-    /// Copies every shared piece pushed since the last compaction into memory of the queue's
-    /// own, so that it no longer keeps the buffers it came from alive.
-    pub(crate) fn compact(&mut self) {
+    /// Stops tracking: true if the queue was listed (false for a repeated or stale entry).
+    pub(crate) fn unlist(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_some_and(|p| std::mem::take(&mut p.listed))
+    }
+
+    /// Tracked again (after [`unlist`](Self::unlist), while shared pieces remain).
+    pub(crate) fn relist(&mut self) {
         if let Some(p) = self.0.as_mut() {
-            p.compact();
+            p.listed = true;
         }
+    }
+
+    /// Copies the shared pieces that arrived before `mark` into one run of the queue's own
+    /// memory, so that they no longer keep the buffers they came from alive. True when shared
+    /// pieces remain.
+    pub(crate) fn compact_older_than(&mut self, mark: u64) -> bool {
+        self.0.as_mut().is_some_and(|p| p.compact_older_than(mark))
     }
 
     /// Drops everything; returns how many bytes were dropped.
@@ -87,13 +102,13 @@ impl ByteQueue {
 }
 
 impl Parts {
-    fn push_shared(&mut self, piece: Bytes) -> bool {
+    fn push_shared(&mut self, piece: Bytes, mark: u64) -> bool {
         if !self.tail.is_empty() {
-            self.chunks.push_back(self.tail.split().freeze());
+            self.chunks.push_back((self.tail.split().freeze(), OWNED));
         }
         self.len += piece.len();
-        self.chunks.push_back(piece);
-        !std::mem::replace(&mut self.holds_shared, true)
+        self.chunks.push_back((piece, mark));
+        !std::mem::replace(&mut self.listed, true)
     }
 
     fn push_copy(&mut self, piece: &[u8]) {
@@ -101,43 +116,32 @@ impl Parts {
         self.tail.extend_from_slice(piece);
     }
 
-    fn compact(&mut self) {
-        if !std::mem::take(&mut self.holds_shared) {
-            return;
+    fn compact_older_than(&mut self, mark: u64) -> bool {
+        // Shared marks never decrease along the queue: the old ones form one range (with
+        // small owned pieces perhaps between them).
+        let old = |(_, m): &(Bytes, u64)| *m != OWNED && *m < mark;
+        if let Some(first) = self.chunks.iter().position(old) {
+            let last = self.chunks.iter().rposition(old).expect("one exists");
+            let size = self.chunks.range(first..=last).map(|(b, _)| b.len()).sum();
+            let mut run = BytesMut::with_capacity(size);
+            for (piece, _) in self.chunks.drain(first..=last) {
+                run.extend_from_slice(&piece);
+            }
+            self.chunks.insert(first, (run.freeze(), OWNED));
         }
-        let loose = self
-            .chunks
-            .range(self.owned..)
-            .map(Bytes::len)
-            .sum::<usize>();
-        let mut run = BytesMut::with_capacity(loose + self.tail.len());
-        for piece in self.chunks.drain(self.owned..) {
-            run.extend_from_slice(&piece);
-        }
-        run.extend_from_slice(&self.tail);
-        self.tail = BytesMut::new();
-        if !run.is_empty() {
-            self.chunks.push_back(run.freeze());
-            self.owned += 1;
-        }
-    }
-
-    /// The front piece is gone.
-    fn popped(&mut self) {
-        self.chunks.pop_front();
-        self.owned = self.owned.saturating_sub(1);
+        self.chunks.iter().any(|(_, m)| *m != OWNED)
     }
 
     fn read_into(&mut self, buf: &mut [u8]) -> usize {
         let mut n = 0;
         while n < buf.len() {
             let k;
-            if let Some(front) = self.chunks.front_mut() {
+            if let Some((front, _)) = self.chunks.front_mut() {
                 k = front.len().min(buf.len() - n);
                 buf[n..n + k].copy_from_slice(&front[..k]);
                 front.advance(k);
                 if front.is_empty() {
-                    self.popped();
+                    self.chunks.pop_front();
                 }
             } else if !self.tail.is_empty() {
                 k = self.tail.len().min(buf.len() - n);
@@ -154,10 +158,10 @@ impl Parts {
 
     fn read_chunk(&mut self, max: usize) -> Option<Bytes> {
         let max = max.max(1);
-        let chunk = if let Some(front) = self.chunks.front_mut() {
+        let chunk = if let Some((front, _)) = self.chunks.front_mut() {
             if max >= front.len() {
                 let whole = std::mem::take(front);
-                self.popped();
+                self.chunks.pop_front();
                 whole
             } else {
                 front.split_to(max)
@@ -182,7 +186,7 @@ mod tests {
         let mut q = ByteQueue::default();
         q.push_copy(b"ab");
         q.push_copy(b"cd");
-        assert!(q.push_shared(Bytes::from_static(b"EFGH")));
+        assert!(q.push_shared(Bytes::from_static(b"EFGH"), 0));
         q.push_copy(b"ij");
         assert_eq!(q.len(), 10);
         let mut buf = [0u8; 3];
@@ -211,42 +215,47 @@ mod tests {
     }
 
     #[test]
-    fn compaction_lets_go_of_shared_buffers_and_keeps_order() {
+    fn compaction_copies_only_old_shared_pieces_and_keeps_order() {
         let source = Bytes::from(vec![1u8; 4096]);
         let mut q = ByteQueue::default();
         q.push_copy(b"head");
-        assert!(q.push_shared(source.slice(0..1000)));
-        assert!(!q.push_shared(source.slice(1000..3000)), "already tracked");
-        q.push_copy(b"tail");
-        q.compact();
-        let mut source = source;
-        assert!(source.is_unique(), "no piece of the source is kept");
-        // A compacted run is never copied again; newer shared pieces are.
+        assert!(q.push_shared(source.slice(0..1000), 5));
         assert!(
-            q.push_shared(source.split_to(10)),
-            "tracked again after compaction"
+            !q.push_shared(source.slice(1000..3000), 6),
+            "already listed"
         );
-        q.compact();
-        let parts = q.0.as_ref().unwrap();
-        assert_eq!(parts.chunks.len(), 2);
-        assert_eq!(parts.owned, 2);
-        let mut out = vec![0u8; 4 + 3000 + 4 + 10];
+        q.push_copy(b"mid");
+        let newer = Bytes::from(vec![2u8; 100]);
+        assert!(!q.push_shared(newer.clone(), 9));
+        q.push_copy(b"tail");
+        assert!(q.unlist());
+        assert!(!q.unlist(), "a repeated entry is skipped");
+        // Pieces that arrived before mark 7 are copied; the newer one stays shared.
+        assert!(q.compact_older_than(7), "a shared piece remains");
+        assert!(source.is_unique(), "no old piece of the source is kept");
+        assert!(!newer.is_unique(), "the newer piece is still shared");
+        q.relist();
+        assert!(q.unlist(), "listed again");
+        assert!(!q.compact_older_than(100), "nothing shared remains");
+        assert!(newer.is_unique());
+        let mut out = vec![0u8; 4 + 3000 + 3 + 100 + 4];
         assert_eq!(q.read_into(&mut out), out.len());
         assert_eq!(&out[..4], b"head");
         assert!(out[4..3004].iter().all(|&b| b == 1));
-        assert_eq!(&out[3004..3008], b"tail");
-        assert!(out[3008..].iter().all(|&b| b == 1));
+        assert_eq!(&out[3004..3007], b"mid");
+        assert!(out[3007..3107].iter().all(|&b| b == 2));
+        assert_eq!(&out[3107..], b"tail");
         assert!(q.is_empty());
-        assert!(source.is_unique());
     }
 
     #[test]
-    fn compacting_without_shared_pieces_copies_nothing() {
+    fn compacting_without_old_shared_pieces_copies_nothing() {
         let mut q = ByteQueue::default();
         q.push_copy(b"abc");
         let before = q.0.as_ref().unwrap().tail.as_ptr();
-        q.compact();
+        assert!(!q.compact_older_than(u64::MAX - 1));
         assert_eq!(q.0.as_ref().unwrap().tail.as_ptr(), before);
         assert_eq!(q.read_chunk(10).unwrap(), &b"abc"[..]);
+        assert!(!ByteQueue::default().compact_older_than(5));
     }
 }

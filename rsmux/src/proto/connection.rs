@@ -400,12 +400,8 @@ impl Connection {
     /// an incomplete frame stays in the buffer for the next call. A malformed frame closes
     /// the session with [`Error::Protocol`] (SPEC §1.6).
     pub fn handle_input(&mut self, rb: &mut RecvBuffer) {
-        if let Some(ids) = self.slices.due(rb, self.config.max_receive_buffer) {
-            for id in ids {
-                if let Some(s) = self.streams.get_mut(&id) {
-                    s.recv.compact();
-                }
-            }
+        if let Some(old) = self.slices.due(rb, self.config.max_receive_buffer) {
+            self.copy_out_old_slices(old);
         }
         while self.wants_read() {
             let Some(raw) = rb.header() else {
@@ -492,7 +488,8 @@ impl Connection {
                 // Large payloads stay slices of the read chunk, small ones are packed (see
                 // `recv_buffer` for how the memory slices pin is bounded).
                 if len >= SHARE_MIN {
-                    if s.recv.push_shared(rb.split(len)) {
+                    let mark = rb.chunks_started();
+                    if s.recv.push_shared(rb.split(len), mark) {
                         self.slices.note(id);
                     }
                 } else {
@@ -506,6 +503,22 @@ impl Connection {
             }
             // Unknown or closed stream, or closing session: dropped, no budget charged.
             _ => rb.skip(len),
+        }
+    }
+
+    /// Copies slices that arrived before `mark` out of the read chunks (see `recv_buffer`).
+    fn copy_out_old_slices(&mut self, mark: u64) {
+        let mut listed = self.slices.take();
+        listed.retain(|id| {
+            let Some(s) = self.streams.get_mut(id) else {
+                return false;
+            };
+            // Unlisting first skips repeated entries; a queue keeping newer slices stays.
+            s.recv.unlist() && s.recv.compact_older_than(mark)
+        });
+        for id in listed {
+            self.streams.get_mut(&id).expect("kept").recv.relist();
+            self.slices.note(id);
         }
     }
 
@@ -756,7 +769,7 @@ impl Connection {
                 if n < COPY_MAX {
                     s.send.push_copy(&piece);
                 } else {
-                    s.send.push_shared(piece);
+                    s.send.push_shared(piece, 0);
                 }
                 self.queued(id, n);
             }

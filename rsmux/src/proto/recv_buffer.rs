@@ -6,14 +6,15 @@
 //! ones are copied into the stream's compact queue (a slice would cost more than the copy).
 //!
 //! A slice keeps its whole chunk alive, so a stream whose reader is slow could pin many
-//! chunks with a few unread bytes each. [`Slices`] bounds that: it lists the streams that
-//! received slices, and once more chunks were started since its last pass than the receive
-//! budget fills (at least one), or the list is long, the session compacts those streams'
-//! queues (their slices are copied out and the chunks let go). Slices then never pin more than
-//! `max(max_receive_buffer, CHUNK) + 2 * CHUNK` bytes of chunks, whatever the frame sizes or
-//! the readers do, and copied data costs at most twice its size; a reader that keeps up takes
-//! its slices before any pass, so the common case copies nothing. When every slice of the
-//! current chunk is gone, the next read reuses its memory instead of allocating.
+//! chunks with a few unread bytes each. [`Slices`] bounds that: it lists the streams holding
+//! slices, and every time the receive budget's worth of chunks (at least one) was started, the
+//! session copies out the slices that arrived before the last such period, letting their
+//! chunks go. A slice therefore lives at most two periods: slices never pin more than about
+//! `2 * max(max_receive_buffer, CHUNK) + 2 * CHUNK` bytes of chunks, whatever the frame sizes
+//! or the readers do, and copied data costs at most twice its size. A reader that keeps up,
+//! even one a full budget behind (an echo whose writes wait for the socket), takes its slices
+//! before they are old, so the common case copies nothing. When no slice of the current chunk
+//! is left, the next read reuses its memory instead of allocating.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -117,40 +118,42 @@ impl RecvBuffer {
     }
 }
 
-/// The streams that may hold slices of read chunks, and when their slices were last copied
-/// out (see the module docs).
+/// The streams that may hold slices of read chunks, and when their old slices were last
+/// copied out (see the module docs).
 #[derive(Debug, Default)]
 pub(crate) struct Slices {
-    /// Streams that received a slice since the last pass (an id may repeat).
+    /// Streams whose queues are listed (see `ByteQueue::push_shared`); an id may repeat.
     streams: Vec<u32>,
     /// [`RecvBuffer::chunks_started`] at the last pass.
     pass_at: u64,
 }
 
 impl Slices {
-    /// Stream `id` received its first slice since the last pass.
+    /// Stream `id` now holds slices.
     pub(crate) fn note(&mut self, id: u32) {
         self.streams.push(id);
     }
 
-    /// The streams to compact now, if a pass is due: more chunks started since the last
-    /// pass than `budget` bytes fill, or a long list.
-    pub(crate) fn due(
-        &mut self,
-        rb: &RecvBuffer,
-        budget: usize,
-    ) -> Option<std::vec::Drain<'_, u32>> {
+    /// If a pass is due (the budget's worth of chunks started since the last one, or a long
+    /// list): the arrival mark before which slices are old. Slices are marked with
+    /// [`RecvBuffer::chunks_started`] when they arrive.
+    pub(crate) fn due(&mut self, rb: &RecvBuffer, budget: usize) -> Option<u64> {
         let started = rb.chunks_started();
         if self.streams.is_empty() {
             self.pass_at = started;
             return None;
         }
-        let allowed = (budget / CHUNK).max(1) as u64;
-        if started - self.pass_at <= allowed && self.streams.len() < SLICES_LIST_MAX {
+        let period = (budget / CHUNK).max(1) as u64;
+        if started - self.pass_at < period && self.streams.len() < SLICES_LIST_MAX {
             return None;
         }
         self.pass_at = started;
-        Some(self.streams.drain(..))
+        Some(started.saturating_sub(period))
+    }
+
+    /// The listed streams, for a pass (those still holding slices are noted again).
+    pub(crate) fn take(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.streams)
     }
 }
 
@@ -216,35 +219,34 @@ mod tests {
     }
 
     #[test]
-    fn slices_are_copied_out_once_the_budget_worth_of_chunks_started() {
+    fn a_pass_is_due_once_the_budget_worth_of_chunks_started() {
         let mut rb = RecvBuffer::new();
         let mut slices = Slices::default();
         let budget = 2 * CHUNK;
         rb.prepare();
-        assert!(slices.due(&rb, budget).is_none(), "nothing listed");
+        assert_eq!(slices.due(&rb, budget), None, "nothing listed");
         slices.note(7);
         let mut pinned = Vec::new();
-        for started in 2..=4u64 {
+        for started in 2..=5u64 {
             // Keep a slice of every chunk alive, so each read starts a fresh one.
             let room = rb.prepare().capacity() - rb.len();
             rb.extend_from_slice(&vec![0u8; room]);
             pinned.push(rb.split(rb.len()));
             rb.prepare();
             assert_eq!(rb.chunks_started(), started);
-            let due = slices.due(&rb, budget).map(|d| d.collect::<Vec<_>>());
-            if started - 1 <= 2 {
-                assert_eq!(due, None, "{started} chunks");
-            } else {
-                assert_eq!(due, Some(vec![7]), "{started} chunks");
-            }
+            let expect = match started {
+                3 => Some(1),
+                5 => Some(3),
+                _ => None,
+            };
+            assert_eq!(slices.due(&rb, budget), expect, "{started} chunks");
         }
-        assert!(slices.due(&rb, budget).is_none(), "the list is empty again");
+        assert_eq!(slices.take(), vec![7]);
+        assert_eq!(slices.due(&rb, budget), None, "the list is empty");
         for id in 0..SLICES_LIST_MAX as u32 {
             slices.note(id);
         }
-        assert_eq!(
-            slices.due(&rb, budget).map(|d| d.count()),
-            Some(SLICES_LIST_MAX)
-        );
+        assert_eq!(slices.due(&rb, budget), Some(3), "a long list");
+        assert_eq!(slices.take().len(), SLICES_LIST_MAX);
     }
 }
