@@ -196,7 +196,7 @@ fn idle_streams_cost_little_memory() {
         let per_stream = (live() - before - vecs) as f64 / N as f64;
         eprintln!("idle streams: {per_stream:.0} B per stream (client + server side together)");
         assert_eq!(client.num_streams(), N + 1);
-        assert!(per_stream < 500.0, "{per_stream} B per idle stream");
+        assert!(per_stream < 300.0, "{per_stream} B per idle stream");
         drop(ours);
         drop(theirs);
     });

@@ -466,7 +466,23 @@ impl World {
         let data: Vec<u8> = (v.written..v.written + len as u64)
             .map(|o| byte(side, id, o))
             .collect();
-        let r = s.conn.write(id, &data, now);
+        // Half the writes go through the zero-copy path, which must behave the same.
+        let r = if (v.written ^ len as u64) & 1 == 1 {
+            let mut chunk = bytes::Bytes::from(data);
+            let r = s.conn.write_chunk(id, &mut chunk, now);
+            let taken = match r {
+                Ok(Progress::Ready(n)) => n,
+                _ => 0,
+            };
+            assert_eq!(
+                chunk.len(),
+                len - taken,
+                "write_chunk keeps what it did not take"
+            );
+            r
+        } else {
+            s.conn.write(id, &data, now)
+        };
         if v.write_closed {
             assert!(
                 matches!(r, Err(Error::Closed)),
