@@ -148,13 +148,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 Poll::Pending => {}
             }
         }
-        if shutdown && self.tx.is_empty() && !self.unflushed {
-            if Pin::new(&mut self.io).poll_shutdown(cx).is_ready() {
-                let mut inner = self.shared.lock();
-                inner.conn.handle_shutdown();
-                inner.dispatch();
-                return Err(Finished);
-            }
+        if shutdown
+            && self.tx.is_empty()
+            && !self.unflushed
+            && Pin::new(&mut self.io).poll_shutdown(cx).is_ready()
+        {
+            let mut inner = self.shared.lock();
+            inner.conn.handle_shutdown();
+            inner.dispatch();
+            return Err(Finished);
         }
         Ok(progress)
     }
