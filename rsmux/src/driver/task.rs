@@ -49,6 +49,8 @@ pub(crate) struct Driver<T> {
     unflushed: bool,
     /// Something was written since the core was last told.
     transmitted: bool,
+    /// The core's keepalive interval count at the last look.
+    intervals: u64,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
@@ -61,6 +63,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
             unflushed: false,
             transmitted: false,
+            intervals: 0,
         }
     }
 
@@ -98,8 +101,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         if conn.wants_read() && !self.rb.is_empty() {
             conn.handle_input(&mut self.rb);
         }
+        if conn.buffered_bytes() == 0 {
+            // Every stream has read what arrived: most old chunks are not worth keeping.
+            self.rb.trim();
+        }
         if conn.poll_timeout().is_some_and(|t| t <= now) {
             conn.handle_timeout(now);
+            let intervals = conn.keepalive_intervals();
+            if intervals != self.intervals {
+                self.intervals = intervals;
+                self.rb.tick();
+            }
         }
         if self.tx.len() < TX_BATCH {
             conn.poll_transmit(&mut self.tx, TX_BATCH);

@@ -13,6 +13,8 @@ use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::block_pool::{BlockPool, BLOCK_WRITE_MIN};
+
 /// The arrival mark of pieces whose memory is the queue's own (never copied again).
 const OWNED: u64 = u64::MAX;
 
@@ -29,6 +31,11 @@ struct Parts {
     listed: bool,
     /// The newest small pieces, after everything in `chunks`.
     tail: BytesMut,
+    /// Parts of the tail's allocation were handed out (frozen): growing it in place would
+    /// copy what it holds into a new allocation.
+    tail_shared: bool,
+    /// The tail is a block of a [`BlockPool`].
+    pooled: bool,
     len: usize,
 }
 
@@ -51,6 +58,38 @@ impl ByteQueue {
     /// Appends a small piece by copying it into the tail.
     pub(crate) fn push_copy(&mut self, piece: &[u8]) {
         self.0.get_or_insert_default().push_copy(piece);
+    }
+
+    /// Appends bytes the application wrote: large writes (and small ones that fit) go into
+    /// blocks of `pool`, others into a buffer of their size.
+    pub(crate) fn push_write(&mut self, piece: &[u8], pool: &mut BlockPool) {
+        let p = self.0.get_or_insert_default();
+        let room = p.tail.capacity() - p.tail.len();
+        if piece.len() >= BLOCK_WRITE_MIN || (p.pooled && room >= piece.len()) {
+            p.push_pooled(piece, pool);
+        } else {
+            if p.pooled {
+                p.freeze_tail();
+                pool.retire(std::mem::take(&mut p.tail));
+                p.pooled = false;
+                p.tail_shared = false;
+            }
+            p.push_copy(piece);
+        }
+    }
+
+    /// Like [`read_chunk`](Self::read_chunk), for the send side: an emptied queue gives its
+    /// block back to `pool`.
+    pub(crate) fn take_chunk(&mut self, max: usize, pool: &mut BlockPool) -> Option<Bytes> {
+        let p = self.0.as_mut()?;
+        let chunk = p.read_chunk(max);
+        if p.len == 0 {
+            if p.pooled {
+                pool.retire(std::mem::take(&mut p.tail));
+            }
+            self.0 = None;
+        }
+        chunk
     }
 
     /// Copies up to `buf.len()` bytes out; returns how many.
@@ -103,9 +142,7 @@ impl ByteQueue {
 
 impl Parts {
     fn push_shared(&mut self, piece: Bytes, mark: u64) -> bool {
-        if !self.tail.is_empty() {
-            self.chunks.push_back((self.tail.split().freeze(), OWNED));
-        }
+        self.freeze_tail();
         self.len += piece.len();
         self.chunks.push_back((piece, mark));
         !std::mem::replace(&mut self.listed, true)
@@ -113,7 +150,43 @@ impl Parts {
 
     fn push_copy(&mut self, piece: &[u8]) {
         self.len += piece.len();
+        if self.tail_shared
+            && self.tail.capacity() - self.tail.len() < piece.len()
+            && !self.tail.try_reclaim(piece.len())
+        {
+            // Leave what the tail holds where it is rather than copy it to a bigger buffer.
+            self.freeze_tail();
+            self.tail = BytesMut::new();
+            self.tail_shared = false;
+        }
         self.tail.extend_from_slice(piece);
+    }
+
+    fn push_pooled(&mut self, mut piece: &[u8], pool: &mut BlockPool) {
+        self.len += piece.len();
+        while !piece.is_empty() {
+            let room = self.tail.capacity() - self.tail.len();
+            if !self.pooled || room == 0 {
+                self.freeze_tail();
+                let old = std::mem::replace(&mut self.tail, pool.take());
+                if std::mem::replace(&mut self.pooled, true) {
+                    pool.retire(old);
+                }
+                self.tail_shared = false;
+                continue;
+            }
+            let k = room.min(piece.len());
+            self.tail.extend_from_slice(&piece[..k]);
+            piece = &piece[k..];
+        }
+    }
+
+    /// Moves what the tail holds to the end of `chunks` (no copy).
+    fn freeze_tail(&mut self) {
+        if !self.tail.is_empty() {
+            self.chunks.push_back((self.tail.split().freeze(), OWNED));
+            self.tail_shared = true;
+        }
     }
 
     fn compact_older_than(&mut self, mark: u64) -> bool {
@@ -168,6 +241,7 @@ impl Parts {
             }
         } else if !self.tail.is_empty() {
             let k = self.tail.len().min(max);
+            self.tail_shared = true;
             self.tail.split_to(k).freeze()
         } else {
             return None;
@@ -246,6 +320,54 @@ mod tests {
         assert!(out[3007..3107].iter().all(|&b| b == 2));
         assert_eq!(&out[3107..], b"tail");
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_tail_that_was_handed_out_is_not_copied_to_grow() {
+        let mut q = ByteQueue::default();
+        q.push_copy(&[1u8; 3000]);
+        let first = q.read_chunk(1000).unwrap();
+        let old_tail = q.0.as_ref().unwrap().tail.as_ptr();
+        // No room left in the shared allocation: the 2000 waiting bytes stay where they are.
+        q.push_copy(&vec![2u8; 1 << 20]);
+        let parts = q.0.as_ref().unwrap();
+        assert_eq!(parts.chunks.len(), 1);
+        assert_eq!(parts.chunks[0].0.as_ptr(), old_tail, "not copied");
+        assert_eq!(parts.tail.len(), 1 << 20);
+        drop(first);
+        let mut out = vec![0u8; 2000 + (1 << 20)];
+        assert_eq!(q.read_into(&mut out), out.len());
+        assert!(out[..2000].iter().all(|&b| b == 1));
+        assert!(out[2000..].iter().all(|&b| b == 2));
+    }
+
+    #[test]
+    fn large_writes_go_into_reused_blocks() {
+        use crate::proto::block_pool::BLOCK;
+        let mut pool = BlockPool::default();
+        let mut q = ByteQueue::default();
+        let data: Vec<u8> = (0..3 * BLOCK / 2).map(|i| i as u8).collect();
+        q.push_write(&data, &mut pool);
+        q.push_write(b"small", &mut pool);
+        let mut frames = Vec::new();
+        while let Some(f) = q.take_chunk(32 * 1024, &mut pool) {
+            frames.push(f);
+        }
+        let joined: Vec<u8> = frames.iter().flatten().copied().collect();
+        assert_eq!(&joined[..data.len()], &data[..]);
+        assert_eq!(&joined[data.len()..], b"small");
+        assert!(frames.iter().all(|f| f.len() <= 32 * 1024));
+        // Both blocks went back to the pool; once the frames are written, they are reused.
+        let first_block = frames[0].as_ptr();
+        drop(frames);
+        q.push_write(&data[..BLOCK], &mut pool);
+        let f = q.take_chunk(usize::MAX, &mut pool).unwrap();
+        assert_eq!(f.as_ptr(), first_block, "the oldest block is reused");
+        // A small write into an empty queue gets a buffer of its size, not a block.
+        drop(f);
+        q.push_write(b"tiny", &mut pool);
+        assert!(!q.0.as_ref().unwrap().pooled);
+        assert!(q.0.as_ref().unwrap().tail.capacity() < 1024);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::{
 use bytes::Bytes;
 
 use super::{
+    block_pool::BlockPool,
     budget::Budget,
     deadlines::{Deadlines, Dir},
     ids::{IdAllocator, Role},
@@ -119,6 +120,10 @@ pub struct Connection {
     budget: Budget,
     /// Streams holding slices of read chunks (bounds the memory they pin).
     slices: Slices,
+    /// Blocks large writes are copied into, reused once their frames are written.
+    blocks: BlockPool,
+    /// Keepalive intervals passed (lets the driver age its buffers).
+    intervals: u64,
     /// Streams with a frame to send, served one frame per turn (SPEC §7).
     ring: VecDeque<u32>,
     nop_pending: bool,
@@ -166,6 +171,8 @@ impl Connection {
             detecting_version: config.detect_version,
             budget: Budget::new(config.max_receive_buffer),
             slices: Slices::default(),
+            blocks: BlockPool::default(),
+            intervals: 0,
             keepalive: Keepalive::new(&config, now),
             ids: IdAllocator::new(role),
             config,
@@ -256,6 +263,12 @@ impl Connection {
     /// Received bytes not yet read by the application, all streams together.
     pub fn buffered_bytes(&self) -> usize {
         self.budget.used()
+    }
+
+    /// Keepalive intervals passed so far (the driver lets buffers of a quiet session go once
+    /// per interval; see [`RecvBuffer::tick`]).
+    pub fn keepalive_intervals(&self) -> u64 {
+        self.intervals
     }
 
     /// Bytes accepted from the application and not yet framed, all streams together.
@@ -352,7 +365,7 @@ impl Connection {
             } else if !s.send.is_empty() && window(v2, s, id) > 0 {
                 let max = self.config.max_frame_size.min(window(v2, s, id));
                 // One piece at most (an idle stream's queue lets go of its memory).
-                let payload = s.send.read_chunk(max).expect("not empty");
+                let payload = s.send.take_chunk(max, &mut self.blocks).expect("not empty");
                 let n = payload.len();
                 s.send_window.on_sent(n as u32);
                 self.send_queued -= n;
@@ -372,6 +385,9 @@ impl Connection {
             } else {
                 self.remove_if_done(id);
             }
+        }
+        if self.send_queued == 0 {
+            self.blocks.trim();
         }
         self.wake_session_blocked();
     }
@@ -578,6 +594,8 @@ impl Connection {
         if tick.send_nop {
             self.nop_pending = true;
             self.wake_driver = true;
+            self.blocks.tick();
+            self.intervals += 1;
         }
         while let Some((id, dir)) = self.deadlines.pop_expired(now) {
             self.events.push_back(match dir {
@@ -745,7 +763,7 @@ impl Connection {
         if let Progress::Ready(n) = progress {
             if n > 0 {
                 let s = self.streams.get_mut(&id).expect("checked");
-                s.send.push_copy(&data[..n]);
+                s.send.push_write(&data[..n], &mut self.blocks);
                 self.queued(id, n);
             }
         }
@@ -767,7 +785,7 @@ impl Connection {
                 let s = self.streams.get_mut(&id).expect("checked");
                 let piece = data.split_to(n);
                 if n < COPY_MAX {
-                    s.send.push_copy(&piece);
+                    s.send.push_write(&piece, &mut self.blocks);
                 } else {
                     s.send.push_shared(piece, 0);
                 }

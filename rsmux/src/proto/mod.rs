@@ -4,6 +4,7 @@
 //! [`crate::Session`] feeds it. [`Connection`] documents the call contract. The core is public
 //! so that tests, fuzzers and other runtimes can drive it directly.
 
+mod block_pool;
 mod budget;
 mod byte_queue;
 mod connection;

@@ -16,6 +16,8 @@
 //! before they are old, so the common case copies nothing. When no slice of the current chunk
 //! is left, the next read reuses its memory instead of allocating.
 
+use std::collections::VecDeque;
+
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::frame::HEADER_LEN;
@@ -29,6 +31,12 @@ pub const SHARE_MIN: usize = 1024;
 /// Longest list of [`Slices`] before a compaction pass (bounds the list's memory).
 const SLICES_LIST_MAX: usize = 1024;
 
+/// Most earlier chunks kept for reuse.
+const RETIRED_MAX: usize = 16;
+
+/// Free retired chunks kept while nothing is buffered.
+const IDLE_KEEP: usize = 2;
+
 /// A read never goes into less room than this, unless the frame in progress needs less.
 const MIN_READ: usize = 4096;
 
@@ -36,8 +44,12 @@ const MIN_READ: usize = 4096;
 #[derive(Debug, Default)]
 pub struct RecvBuffer {
     buf: BytesMut,
-    /// Chunks allocated so far.
+    /// Chunks started so far.
     chunks_started: u64,
+    /// Earlier chunks, oldest first, kept to be reused once no slice of them is left.
+    retired: VecDeque<BytesMut>,
+    /// `chunks_started` at the last [`tick`](Self::tick).
+    started_at_tick: u64,
 }
 
 impl RecvBuffer {
@@ -53,18 +65,60 @@ impl RecvBuffer {
         if self.buf.capacity() - self.buf.len() < want {
             let room = CHUNK.max(self.buf.len() + MIN_READ) - self.buf.len();
             // Reuse the chunk when no slice of it is left (moving the partial frame to its
-            // front); otherwise start a fresh one.
+            // front); otherwise go on in an earlier chunk no slice holds any more, or a fresh
+            // one (memory the kernel has not handed out yet costs a page fault per page).
             if !self.buf.try_reclaim(room) {
-                let mut fresh = BytesMut::with_capacity(self.buf.len() + room);
-                fresh.extend_from_slice(&self.buf);
-                self.buf = fresh;
+                let size = self.buf.len() + room;
+                let mut next = self
+                    .reusable(size)
+                    .unwrap_or_else(|| BytesMut::with_capacity(size));
+                next.extend_from_slice(&self.buf);
+                let mut old = std::mem::replace(&mut self.buf, next);
+                if self.chunks_started > 0 {
+                    old.clear();
+                    if self.retired.len() == RETIRED_MAX {
+                        self.retired.pop_front();
+                    }
+                    self.retired.push_back(old);
+                }
                 self.chunks_started += 1;
             }
         }
         &mut self.buf
     }
 
-    /// Chunks allocated so far (reused ones are not counted again).
+    /// A retired chunk of at least `size` bytes that no slice refers to any more.
+    fn reusable(&mut self, size: usize) -> Option<BytesMut> {
+        let i = self.retired.iter_mut().position(|c| c.try_reclaim(size))?;
+        self.retired.remove(i)
+    }
+
+    /// Nothing is buffered: keeps at most two free retired chunks (chunks slices still refer
+    /// to cost nothing extra).
+    pub fn trim(&mut self) {
+        if self.retired.len() <= IDLE_KEEP {
+            return;
+        }
+        let mut free = 0;
+        self.retired.retain_mut(|c| {
+            if !c.try_reclaim(CHUNK) {
+                return true;
+            }
+            free += 1;
+            free <= IDLE_KEEP
+        });
+    }
+
+    /// A keepalive interval passed: lets go of the retired chunks if no chunk was started since
+    /// the last tick, so a quiet session keeps only its current chunk.
+    pub fn tick(&mut self) {
+        if self.chunks_started == self.started_at_tick {
+            self.retired = VecDeque::new();
+        }
+        self.started_at_tick = self.chunks_started;
+    }
+
+    /// Chunks started so far (including reused ones).
     pub(crate) fn chunks_started(&self) -> u64 {
         self.chunks_started
     }
@@ -216,6 +270,52 @@ mod tests {
         assert_eq!(&b[..], &[2u8, 2]);
         assert!(b.capacity() >= CHUNK);
         assert_eq!(rb.chunks_started(), 2);
+    }
+
+    #[test]
+    fn a_retired_chunk_is_reused_once_its_slices_are_gone() {
+        let mut rb = RecvBuffer::new();
+        let first = rb.prepare().as_ptr();
+        rb.extend_from_slice(&vec![1u8; CHUNK]);
+        let held = rb.split(CHUNK);
+        rb.prepare();
+        let second = rb.buf.as_ptr();
+        assert_ne!(second, first);
+        drop(held);
+        // The second chunk is still held; the first is free again and is taken next.
+        rb.extend_from_slice(&vec![2u8; CHUNK]);
+        let held = rb.split(CHUNK - 3);
+        assert_eq!(rb.prepare().as_ptr(), first);
+        assert_eq!(&rb.buf[..], &[2u8; 3]);
+        assert_eq!(rb.chunks_started(), 3);
+        drop(held);
+        // The first tick sees chunks started since the last one; the second does not, and
+        // lets the retired (second) chunk go.
+        rb.tick();
+        assert_eq!(rb.retired.len(), 1);
+        rb.tick();
+        assert!(rb.retired.is_empty());
+    }
+
+    #[test]
+    fn trimming_keeps_two_free_chunks_and_every_held_one() {
+        let mut rb = RecvBuffer::new();
+        rb.prepare();
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            rb.extend_from_slice(&vec![1u8; CHUNK]);
+            held.push(rb.split(CHUNK));
+            rb.prepare();
+        }
+        assert_eq!(rb.retired.len(), 8);
+        // Half the chunks are free again.
+        let mut i = 0;
+        held.retain(|_| {
+            i += 1;
+            i % 2 == 0
+        });
+        rb.trim();
+        assert_eq!(rb.retired.len(), 4 + IDLE_KEEP);
     }
 
     #[test]
