@@ -67,8 +67,7 @@ fn main() -> ExitCode {
     // Check the smux flags before anything starts: a bad value is bad usage (exit 2).
     let checked = match &cli.command {
         Command::Echo(a) => a.smux.config().map(drop),
-        Command::Tunnel(tunnel::TunnelCommand::Server(a)) => a.smux.config().map(drop),
-        Command::Tunnel(tunnel::TunnelCommand::Client(a)) => a.smux.client_config().map(drop),
+        Command::Tunnel(t) => tunnel::check(t),
         Command::Bench(a) => a.check(),
         Command::BenchServer(a) => a.smux.config().map(drop),
     };
