@@ -309,6 +309,15 @@ fn server_setup(args: &ServerSecurityArgs) -> Result<ServerSetup> {
         Some(d) => Ok(d.clone()),
         None => files::default_dir().map_err(Failure),
     };
+    // What was given is read first: a bad file stops the start before anything is created.
+    let given_secret = if let Some(path) = &args.secret_file {
+        let secret = Secret::from_file("--secret-file", path).map_err(Failure)?;
+        Some((secret, SecretHint::File(path.clone())))
+    } else if let Some(secret) = Secret::from_env() {
+        Some((secret.map_err(Failure)?, SecretHint::Env))
+    } else {
+        None
+    };
     let identity = match (&args.cert, &args.key_file) {
         (Some(cert), Some(key)) => tls::load_identity(cert, key),
         _ => tls::load_or_generate(&dir()?),
@@ -320,21 +329,17 @@ fn server_setup(args: &ServerSecurityArgs) -> Result<ServerSetup> {
         info!("a new certificate: clients that pinned an earlier one need the new fingerprint");
     }
     info!("certificate fingerprint {fingerprint}");
-    let (secret, hint) = if let Some(path) = &args.secret_file {
-        (
-            Secret::from_file("--secret-file", path).map_err(Failure)?,
-            SecretHint::File(path.clone()),
-        )
-    } else if let Some(secret) = Secret::from_env() {
-        (secret.map_err(Failure)?, SecretHint::Env)
-    } else {
-        let dir = dir()?;
-        let (secret, generated) = Secret::load_or_generate(&dir).map_err(Failure)?;
-        let path = dir.join(auth::SECRET_FILE);
-        if generated {
-            info!("generated the shared secret in {}", path.display());
+    let (secret, hint) = match given_secret {
+        Some(given) => given,
+        None => {
+            let dir = dir()?;
+            let (secret, generated) = Secret::load_or_generate(&dir).map_err(Failure)?;
+            let path = dir.join(auth::SECRET_FILE);
+            if generated {
+                info!("generated the shared secret in {}", path.display());
+            }
+            (secret, SecretHint::File(path))
         }
-        (secret, SecretHint::File(path))
     };
     let config = tls::server_config(identity).map_err(Failure)?;
     Ok(ServerSetup {
