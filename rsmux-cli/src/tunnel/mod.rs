@@ -182,8 +182,8 @@ pub struct ClientSecurityArgs {
 
 /// Time allowed to connect to the target.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections in their TLS handshake or proof at once; more are closed at once (a flood of
-/// idle connections cannot take all memory).
+/// Connections at once in their TLS handshake and proof (without TLS: waiting for their first
+/// byte); more are closed at once, so a flood of idle connections cannot take all memory.
 const MAX_PENDING_HANDSHAKES: usize = 256;
 /// How long a new local connection waits for a live session.
 const SESSION_WAIT: Duration = Duration::from_secs(10);
@@ -359,13 +359,10 @@ fn client_command(
     hint: &SecretHint,
     config: &Config,
 ) -> String {
-    let host = if local.ip().is_unspecified() {
-        host_name()
-    } else {
-        SocketAddr::new(local.ip(), 0)
-            .to_string()
-            .trim_end_matches(":0")
-            .to_string()
+    let host = match local.ip() {
+        ip if ip.is_unspecified() => host_name(),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
     };
     let port = local.port();
     let version = if config.detect_version || config.version == 1 {
@@ -672,11 +669,14 @@ async fn maintain_session(
                 slot.send_replace(Slot::Up(session.clone()));
                 session.closed().await;
                 slot.send_replace(Slot::Connecting);
+                // A TLS server closes a plaintext session at its first frame, or when no
+                // handshake came in time.
+                let early = started.elapsed() <= transport::HANDSHAKE_TIMEOUT + BACKOFF_MAX;
                 let hint = match (&*security, session.close_reason()) {
                     (
                         ClientSecurity::Plaintext,
                         Some(rsmux::Error::Protocol(_) | rsmux::Error::ConnectionClosed),
-                    ) => {
+                    ) if early => {
                         " (if the server runs with --tls, give --fingerprint or --ca and the \
                          secret)"
                     }

@@ -48,6 +48,7 @@ impl Fingerprint {
         let t = s.trim();
         let hex_part = match t.split_once(':') {
             Some((alg, rest)) if alg.eq_ignore_ascii_case("sha256") => rest,
+            // A name longer than one hex pair (openssl's `AB:CD:...`) names an algorithm.
             Some((alg, _)) if alg.len() > 2 => {
                 return Err(format!(
                     "only sha256 fingerprints are used, not {alg} (expected sha256:HEX, as the \
@@ -361,6 +362,58 @@ mod tests {
             .unwrap_err()
             .contains("not a hex digit"));
         assert!(Fingerprint::parse("").is_err());
+    }
+
+    /// Presents one certified key, whatever the client asks.
+    #[derive(Debug)]
+    struct Fixed(Arc<rustls::sign::CertifiedKey>);
+
+    impl rustls::server::ResolvesServerCert for Fixed {
+        fn resolve(
+            &self,
+            _hello: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+
+    /// A TLS handshake in memory: the server presents `cert` but signs with the key of
+    /// `signer`; the client pins `pin`. The client's result.
+    async fn handshake(
+        cert: &rcgen::CertifiedKey,
+        signer: &rcgen::CertifiedKey,
+        pin: Fingerprint,
+    ) -> Result<(), String> {
+        let key = PrivateKeyDer::try_from(signer.key_pair.serialize_der()).unwrap();
+        let signing = provider().key_provider.load_private_key(key).unwrap();
+        // `CertifiedKey::new` does not check that key and certificate belong together.
+        let certified = rustls::sign::CertifiedKey::new(vec![cert.cert.der().clone()], signing);
+        let server = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Fixed(Arc::new(certified))));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let connector =
+            tokio_rustls::TlsConnector::from(client_config(&Trust::Pinned(pin)).unwrap());
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let name = ServerName::try_from(GENERATED_NAME).unwrap();
+        let (_, client) = tokio::join!(acceptor.accept(a), connector.connect(name, b));
+        client.map(drop).map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_pin_admits_its_certificate_only_with_its_key() {
+        let a = rcgen::generate_simple_self_signed(vec![GENERATED_NAME.to_string()]).unwrap();
+        let b = rcgen::generate_simple_self_signed(vec![GENERATED_NAME.to_string()]).unwrap();
+        let pin_a = Fingerprint::of(a.cert.der());
+        assert_eq!(handshake(&a, &a, pin_a).await, Ok(()));
+        // Another certificate: the pin does not match (rustls shows our error in Debug form).
+        let e = handshake(&b, &b, pin_a).await.unwrap_err();
+        assert!(e.contains("FingerprintMismatch"), "{e}");
+        // The pinned certificate without its key: the handshake signature does not verify.
+        let e = handshake(&a, &b, pin_a).await.unwrap_err();
+        assert!(e.contains("Signature"), "{e}");
     }
 
     #[test]
