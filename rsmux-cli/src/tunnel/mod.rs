@@ -669,18 +669,14 @@ async fn maintain_session(
                 slot.send_replace(Slot::Up(session.clone()));
                 session.closed().await;
                 slot.send_replace(Slot::Connecting);
-                // A TLS server closes a plaintext session at its first frame, or when no
-                // handshake came in time.
+                // A TLS server closes a plaintext session at its first frame (how depends on
+                // timing: EOF, a reset, or its alert read as a frame), or when no handshake
+                // came in time.
                 let early = started.elapsed() <= transport::HANDSHAKE_TIMEOUT + BACKOFF_MAX;
-                let hint = match (&*security, session.close_reason()) {
-                    (
-                        ClientSecurity::Plaintext,
-                        Some(rsmux::Error::Protocol(_) | rsmux::Error::ConnectionClosed),
-                    ) if early => {
-                        " (if the server runs with --tls, give --fingerprint or --ca and the \
-                         secret)"
-                    }
-                    _ => "",
+                let hint = if early && matches!(*security, ClientSecurity::Plaintext) {
+                    " (if the server runs with --tls, give --fingerprint or --ca and the secret)"
+                } else {
+                    ""
                 };
                 warn!(
                     "session {index} to {server} ended: {}{hint}; reconnecting",
