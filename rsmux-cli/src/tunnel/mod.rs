@@ -739,3 +739,19 @@ pub async fn pipe(stream: Stream, tcp: TcpStream) -> std::io::Result<(u64, u64)>
     };
     tokio::try_join!(up, down)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_addresses_count_as_loopback() {
+        assert!(is_loopback("127.0.0.1:0"));
+        assert!(is_loopback("127.0.0.2:4000"));
+        assert!(is_loopback("[::1]:0"));
+        assert!(is_loopback("localhost:0"));
+        assert!(!is_loopback("0.0.0.0:0"));
+        assert!(!is_loopback("[::]:0"));
+        assert!(!is_loopback("192.0.2.1:4000"));
+    }
+}
