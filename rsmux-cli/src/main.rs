@@ -21,8 +21,9 @@ const EXAMPLES: &str = "\
 Examples:
   rsmux bench                                        compare raw TCP, rsmux v1/v2 and Go smux
   rsmux echo --listen 127.0.0.1:7000                 smux echo server
-  rsmux tunnel server --listen 0.0.0.0:4000 --target 127.0.0.1:22
-  rsmux tunnel client --listen 127.0.0.1:2222 --server example.com:4000 --conns 2
+  rsmux tunnel server --tls --listen 0.0.0.0:4000 --target 127.0.0.1:22
+  rsmux tunnel client --listen 127.0.0.1:2222 --server example.com:4000 --conns 2 \\
+      --fingerprint sha256:HEX --secret-file tunnel-secret
 
 Sizes (--smuxbuf, --streambuf, --framesize) are bytes, optionally with a suffix:
 K/KiB, M/MiB, G/GiB (powers of 1024) or KB/MB/GB (powers of 1000), e.g. 4MiB, 64KiB.
@@ -64,11 +65,11 @@ fn main() -> ExitCode {
     };
     init_tracing(cli.verbose);
 
-    // Check the smux flags before anything starts: a bad value is bad usage (exit 2).
+    // Check the flags before anything starts (smux settings; for the tunnel also TLS and
+    // authentication flags and plaintext on a non-loopback address): bad usage, exit 2.
     let checked = match &cli.command {
         Command::Echo(a) => a.smux.config().map(drop),
-        Command::Tunnel(tunnel::TunnelCommand::Server(a)) => a.smux.config().map(drop),
-        Command::Tunnel(tunnel::TunnelCommand::Client(a)) => a.smux.client_config().map(drop),
+        Command::Tunnel(t) => tunnel::check(t),
         Command::Bench(a) => a.check(),
         Command::BenchServer(a) => a.smux.config().map(drop),
     };
