@@ -710,15 +710,17 @@ pub async fn pipe(stream: Stream, tcp: TcpStream) -> std::io::Result<(u64, u64)>
     let (mut sr, mut sw) = stream.into_split();
     let (mut tr, mut tw) = tcp.into_split();
     let up = async move {
-        let mut buf = vec![0u8; TCP_READ_BUF];
+        // Each read goes to the stream as it is (no copy); the buffer is renewed per read.
+        let mut buf = bytes::BytesMut::new();
         let mut total = 0u64;
         loop {
-            let n = tr.read(&mut buf).await?;
+            buf.reserve(TCP_READ_BUF);
+            let n = tr.read_buf(&mut buf).await?;
             if n == 0 {
                 sw.shutdown().await?;
                 return Ok::<_, std::io::Error>(total);
             }
-            sw.write_all(&buf[..n]).await?;
+            sw.write_chunk(buf.split().freeze()).await?;
             total += n as u64;
         }
     };
