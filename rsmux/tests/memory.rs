@@ -4,7 +4,7 @@
 
 use std::{sync::Mutex, time::Duration};
 
-use counting::{live, peak, reset_peak};
+use counting::{allocations, live, peak, reset_peak};
 use rsmux::{frame::Cmd, frame::Header, Config, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -164,6 +164,127 @@ fn a_stream_that_is_never_read_cannot_pin_read_chunks() {
         );
         drop((busy, stalled));
         assert_eq!(session.buffered_bytes(), 0);
+    });
+}
+
+/// In steady state neither the send path nor the receive path allocates per frame: received
+/// chunks and write blocks are reused, frames are slices of them. One stream moves 64 MiB (2,048
+/// frames of 32 KiB) in each direction after a warm-up, v1 and v2, through `write_all` /
+/// `read` and through `write_chunk` / `read_chunk`.
+#[test]
+fn a_steady_transfer_does_not_allocate_per_frame() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const CHUNK: usize = 128 * 1024;
+    const WARM: usize = 16 << 20;
+    const MEASURED: usize = 64 << 20;
+    for (version, zero_copy) in [(1, false), (2, false), (1, true), (2, true)] {
+        runtime().block_on(async move {
+            let (a, b) = tokio::io::duplex(1 << 20);
+            let cfg = Config {
+                version,
+                keep_alive_disabled: true,
+                ..Config::default()
+            };
+            let client = Session::client(a, cfg.clone()).unwrap();
+            let server = Session::server(b, cfg).unwrap();
+            let mut w = client.open_stream().await.unwrap();
+            w.write_all(b"x").await.unwrap();
+            let mut r = server.accept_stream().await.unwrap();
+            r.read_exact(&mut [0u8; 1]).await.unwrap();
+            let shared = bytes::Bytes::from(vec![7u8; CHUNK]);
+            let writer = tokio::spawn(async move {
+                let buf = vec![7u8; CHUNK];
+                for _ in 0..(WARM + MEASURED) / CHUNK {
+                    if zero_copy {
+                        w.write_chunk(shared.clone()).await.unwrap();
+                    } else {
+                        w.write_all(&buf).await.unwrap();
+                    }
+                }
+                w
+            });
+            let mut buf = vec![0u8; CHUNK];
+            let mut got = 0;
+            let mut start = None;
+            while got < WARM + MEASURED {
+                if got >= WARM && start.is_none() {
+                    start = Some(allocations());
+                }
+                got += if zero_copy {
+                    r.read_chunk(CHUNK).await.unwrap().unwrap().len()
+                } else {
+                    r.read(&mut buf).await.unwrap()
+                };
+            }
+            let made = allocations() - start.unwrap();
+            let per_mib = made as f64 / (MEASURED >> 20) as f64;
+            eprintln!(
+                "v{version}, {}: {made} allocations for {} MiB ({per_mib:.2} per MiB, {} frames)",
+                if zero_copy {
+                    "write_chunk/read_chunk"
+                } else {
+                    "write_all/read"
+                },
+                MEASURED >> 20,
+                MEASURED / 32768
+            );
+            // A frame is 32 KiB: 32 per MiB. Allow a few allocations per MiB for amortized
+            // growth and the occasional fresh buffer, not one per frame.
+            assert!(per_mib < 2.0, "{per_mib:.2} allocations per MiB");
+            drop(writer.await.unwrap());
+        });
+    }
+}
+
+/// Buffers kept for reuse during a transfer (receive chunks, write blocks, queue parts) are let
+/// go once the session has been quiet for a second: an idle session holds no spare memory.
+#[test]
+fn spare_buffers_are_let_go_once_the_session_is_quiet() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let paused = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    paused.block_on(async {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let cfg = Config {
+            keep_alive_disabled: true,
+            ..Config::default()
+        };
+        let client = Session::client(a, cfg.clone()).unwrap();
+        let server = Session::server(b, cfg).unwrap();
+        let mut w = client.open_stream().await.unwrap();
+        w.write_all(b"x").await.unwrap();
+        let mut r = server.accept_stream().await.unwrap();
+        r.read_exact(&mut [0u8; 1]).await.unwrap();
+        let before = live();
+        let writer = tokio::spawn(async move {
+            let buf = vec![7u8; 128 * 1024];
+            for _ in 0..256 {
+                w.write_all(&buf).await.unwrap();
+            }
+            w
+        });
+        let mut buf = vec![0u8; 128 * 1024];
+        let mut got = 0;
+        while got < 256 * 128 * 1024 {
+            got += r.read(&mut buf).await.unwrap();
+        }
+        let w = writer.await.unwrap();
+        let busy = live() - before;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let quiet = live() - before;
+        eprintln!("after 32 MiB: {busy} B held; quiet for 2 s: {quiet} B");
+        assert!(
+            busy > 1 << 20,
+            "spare buffers were kept while busy: {busy} B"
+        );
+        assert!(
+            quiet < (rsmux::proto::CHUNK + 64 * 1024) as isize,
+            "{quiet} B still held by a quiet session"
+        );
+        drop((w, r));
     });
 }
 

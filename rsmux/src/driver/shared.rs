@@ -9,6 +9,9 @@ use std::{
 
 use crate::proto::{Connection, Event};
 
+/// Wake-ups handed over without allocating (more take the list along).
+const WAKE_INLINE: usize = 8;
+
 /// State shared by the driver and every handle of one session.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -82,9 +85,20 @@ impl Drop for Locked<'_> {
         if guard.to_wake.is_empty() {
             return;
         }
-        let wakers = std::mem::take(&mut guard.to_wake);
-        drop(guard);
-        wakers.into_iter().for_each(Waker::wake);
+        // Usually one or two tasks: move them out onto the stack, so the list keeps its
+        // memory (no allocation per wake-up).
+        let mut few: [Option<Waker>; WAKE_INLINE] = Default::default();
+        if guard.to_wake.len() <= WAKE_INLINE {
+            for (slot, w) in few.iter_mut().zip(guard.to_wake.drain(..)) {
+                *slot = Some(w);
+            }
+            drop(guard);
+            few.into_iter().flatten().for_each(Waker::wake);
+        } else {
+            let wakers = std::mem::take(&mut guard.to_wake);
+            drop(guard);
+            wakers.into_iter().for_each(Waker::wake);
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! (under the lock: timers, bytes written since last time, input that waited, new frames to
 //! send), [`Driver::write_out`] (vectored writes, then flush or shutdown), [`Driver::read_in`]
 //! (one socket read, handed to the core) and [`Driver::arm_timer`]. The socket is only touched
-//! outside the lock.
+//! outside the lock. Buffers kept for reuse (receive chunks, write blocks) are let go once the
+//! session has been quiet for [`QUIET`].
 
 use std::{
     future::Future,
@@ -10,7 +11,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -25,6 +26,9 @@ const TX_BATCH: usize = 256 * 1024;
 /// Passes before the driver yields to other tasks.
 const MAX_PASSES: usize = 64;
 
+/// A session that made no progress for this long lets go of its spare buffers.
+const QUIET: Duration = Duration::from_secs(1);
+
 /// The session is over: the connection is gone and the task ends.
 struct Finished;
 
@@ -36,6 +40,8 @@ struct Wants {
     read: bool,
     shutdown: bool,
     timeout: Option<Instant>,
+    /// Buffers are kept for reuse.
+    spares: bool,
 }
 
 /// The task that owns the connection.
@@ -49,8 +55,8 @@ pub(crate) struct Driver<T> {
     unflushed: bool,
     /// Something was written since the core was last told.
     transmitted: bool,
-    /// The core's keepalive interval count at the last look.
-    intervals: u64,
+    /// When the last pass without progress began a quiet spell.
+    quiet_since: Option<Instant>,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
@@ -63,7 +69,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
             unflushed: false,
             transmitted: false,
-            intervals: 0,
+            quiet_since: None,
         }
     }
 
@@ -72,8 +78,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         let wants = self.feed_core(cx)?;
         let wrote = self.write_out(cx, wants.shutdown)?;
         let read = wants.read && self.read_in(cx)?;
-        let timer = self.arm_timer(cx, wants.timeout);
-        Ok(wrote || read || timer)
+        let progress = wrote || read;
+        if progress {
+            self.quiet_since = None;
+        } else if self.quiet_since.is_none() {
+            self.quiet_since = Some(now());
+        }
+        let release = self.quiet_since.filter(|_| wants.spares).map(|t| t + QUIET);
+        let deadline = match (wants.timeout, release) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timer = self.arm_timer(cx, deadline);
+        Ok(progress || timer)
     }
 
     /// Under the lock: registers this task's waker, closes a session nobody can use, tells
@@ -101,17 +118,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         if conn.wants_read() && !self.rb.is_empty() {
             conn.handle_input(&mut self.rb);
         }
-        if conn.buffered_bytes() == 0 {
-            // Every stream has read what arrived: most old chunks are not worth keeping.
-            self.rb.trim();
-        }
         if conn.poll_timeout().is_some_and(|t| t <= now) {
             conn.handle_timeout(now);
-            let intervals = conn.keepalive_intervals();
-            if intervals != self.intervals {
-                self.intervals = intervals;
-                self.rb.tick();
-            }
+        }
+        if self.quiet_since.is_some_and(|t| now >= t + QUIET) {
+            self.rb.release_retired();
+            conn.release_spare_buffers();
+            // A new quiet spell starts with the next pass that makes no progress.
+            self.quiet_since = None;
         }
         if self.tx.len() < TX_BATCH {
             conn.poll_transmit(&mut self.tx, TX_BATCH);
@@ -120,6 +134,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             read: conn.wants_read(),
             shutdown: conn.wants_shutdown(),
             timeout: conn.poll_timeout(),
+            spares: self.rb.holds_retired() || conn.holds_spare_buffers(),
         };
         let terminated = conn.is_terminated();
         inner.dispatch();

@@ -7,8 +7,8 @@
 //! for memory the kernel must hand out anew (a fresh 128 KiB allocation per write cost about a
 //! tenth of the CPU time of a 100-stream transfer).
 //!
-//! Memory: the pool keeps at most [`POOL_MAX`] blocks, only [`IDLE_KEEP`] of them free once
-//! nothing is queued, and none after a keepalive interval in which it was not used.
+//! Memory: besides blocks frames still use (which cost nothing extra), the pool keeps at most
+//! [`FREE_KEEP`] free blocks after each take, and none once the driver finds the session quiet.
 
 use std::collections::VecDeque;
 
@@ -21,29 +21,42 @@ pub(crate) const BLOCK: usize = 64 * 1024;
 /// their size (so a stream with a few bytes queued does not hold a whole block).
 pub(crate) const BLOCK_WRITE_MIN: usize = 16 * 1024;
 
-/// Most blocks the pool refers to.
+/// Most blocks the pool refers to (most of them still used by frames).
 const POOL_MAX: usize = 64;
 
-/// Free blocks kept once nothing is queued.
-const IDLE_KEEP: usize = 2;
+/// Free blocks kept for the next writes.
+const FREE_KEEP: usize = 8;
 
 /// Retired blocks, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct BlockPool {
     retired: VecDeque<BytesMut>,
-    /// A block was taken since the last [`tick`](Self::tick).
-    used: bool,
 }
 
 impl BlockPool {
     /// A block with room for [`BLOCK`] bytes: a retired one no frame refers to any more, or a
     /// new one.
     pub(crate) fn take(&mut self) -> BytesMut {
-        self.used = true;
-        match self.retired.iter_mut().position(|b| b.try_reclaim(BLOCK)) {
-            Some(i) => self.retired.remove(i).expect("found"),
-            None => BytesMut::with_capacity(BLOCK),
-        }
+        let found = self
+            .retired
+            .iter_mut()
+            .position(|b| b.try_reclaim(BLOCK))
+            .and_then(|i| self.retired.remove(i));
+        // Free blocks beyond a few are let go (blocks frames still use cost nothing extra).
+        let mut free = 0;
+        self.retired.retain_mut(|b| {
+            if !b.try_reclaim(BLOCK) {
+                return true;
+            }
+            free += 1;
+            free <= FREE_KEEP
+        });
+        found.unwrap_or_else(|| BytesMut::with_capacity(BLOCK))
+    }
+
+    /// Whether a block is free now (then [`take`](Self::take) allocates nothing).
+    pub(crate) fn has_free(&mut self) -> bool {
+        self.retired.iter_mut().any(|b| b.try_reclaim(BLOCK))
     }
 
     /// Gives back a block whose bytes were all handed out (frames may still refer to it).
@@ -55,28 +68,17 @@ impl BlockPool {
         self.retired.push_back(block);
     }
 
-    /// Nothing is queued: keeps at most [`IDLE_KEEP`] free blocks (blocks frames still refer
-    /// to cost nothing extra).
-    pub(crate) fn trim(&mut self) {
-        let mut free = 0;
-        self.retired.retain_mut(|b| {
-            if !b.try_reclaim(BLOCK) {
-                return true;
-            }
-            free += 1;
-            free <= IDLE_KEEP
-        });
+    /// Lets go of every block (the session is quiet).
+    pub(crate) fn release(&mut self) {
+        self.retired = VecDeque::new();
     }
 
-    /// A keepalive interval passed: lets go of every block if none was taken since the last
-    /// tick.
-    pub(crate) fn tick(&mut self) {
-        if !std::mem::take(&mut self.used) {
-            self.retired = VecDeque::new();
-        }
+    /// Whether any block is kept.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.retired.is_empty()
     }
 
-    /// Blocks the pool refers to (tests).
+    /// Blocks the pool refers to.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.retired.len()
@@ -107,28 +109,18 @@ mod tests {
     }
 
     #[test]
-    fn idle_pools_let_go_of_their_blocks() {
+    fn a_released_pool_keeps_nothing() {
         let mut pool = BlockPool::default();
-        let held: Vec<_> = (0..5)
-            .map(|_| {
-                let mut b = pool.take();
-                b.extend_from_slice(&[0u8; 10]);
-                let frame = b.split().freeze();
-                pool.retire(b);
-                frame
-            })
-            .collect();
-        for _ in 0..5 {
-            pool.retire(BytesMut::with_capacity(BLOCK));
-        }
-        assert_eq!(pool.len(), 10);
-        pool.trim();
-        assert_eq!(pool.len(), 5 + IDLE_KEEP, "held blocks stay, two free ones");
-        pool.tick();
-        assert_eq!(pool.len(), 5 + IDLE_KEEP, "used since the last tick");
-        pool.tick();
-        assert_eq!(pool.len(), 0);
-        drop(held);
+        assert!(!pool.has_free());
+        pool.retire(pool_block());
+        assert!(pool.has_free());
+        assert!(!pool.is_empty());
+        pool.release();
+        assert!(pool.is_empty());
+    }
+
+    fn pool_block() -> BytesMut {
+        BytesMut::with_capacity(BLOCK)
     }
 
     #[test]

@@ -22,6 +22,48 @@ const OWNED: u64 = u64::MAX;
 #[derive(Debug, Default)]
 pub(crate) struct ByteQueue(Option<Box<Parts>>);
 
+/// Most emptied queue parts a [`PartsStash`] keeps.
+const STASH_MAX: usize = 16;
+
+/// Emptied queue parts of a session, kept for the next queue that fills: a stream whose queue
+/// keeps emptying and filling (a reader that keeps up) allocates nothing for it.
+#[derive(Debug, Default)]
+// Boxed on purpose: a queue holds `Box<Parts>`, so parts move in and out without reallocating.
+#[allow(clippy::vec_box)]
+pub(crate) struct PartsStash(Vec<Box<Parts>>);
+
+impl PartsStash {
+    fn take(&mut self) -> Box<Parts> {
+        self.0.pop().unwrap_or_default()
+    }
+
+    fn put(&mut self, mut parts: Box<Parts>) {
+        if self.0.len() < STASH_MAX {
+            parts.chunks.clear();
+            parts.listed = false;
+            parts.pooled = false;
+            parts.len = 0;
+            // A tail whose memory was handed out cannot be reused in place: let it go.
+            if parts.tail_shared || parts.tail.capacity() > 4096 {
+                parts.tail = BytesMut::new();
+            }
+            parts.tail.clear();
+            parts.tail_shared = false;
+            self.0.push(parts);
+        }
+    }
+
+    /// Lets go of every kept part (the session is quiet).
+    pub(crate) fn release(&mut self) {
+        self.0 = Vec::new();
+    }
+
+    /// Whether parts are kept.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Parts {
     /// Older data, in order, each piece with its arrival mark ([`OWNED`] for frozen parts of
@@ -51,21 +93,45 @@ impl ByteQueue {
 
     /// Appends a piece that is kept as it is (no copy), marked as arrived at `mark`. True
     /// when the caller should start tracking this queue (it was not listed).
-    pub(crate) fn push_shared(&mut self, piece: Bytes, mark: u64) -> bool {
-        self.0.get_or_insert_default().push_shared(piece, mark)
+    pub(crate) fn push_shared(&mut self, piece: Bytes, mark: u64, stash: &mut PartsStash) -> bool {
+        self.parts(stash).push_shared(piece, mark)
+    }
+
+    /// Whether the newest piece is shared and at least `min` bytes long: a small piece right
+    /// after it may be shared too (no tail to allocate), since that happens at most once per
+    /// large piece.
+    pub(crate) fn ends_with_shared(&self, min: usize) -> bool {
+        self.0.as_ref().is_some_and(|p| {
+            p.tail.is_empty()
+                && p.chunks
+                    .back()
+                    .is_some_and(|(b, m)| *m != OWNED && b.len() >= min)
+        })
     }
 
     /// Appends a small piece by copying it into the tail.
-    pub(crate) fn push_copy(&mut self, piece: &[u8]) {
-        self.0.get_or_insert_default().push_copy(piece);
+    pub(crate) fn push_copy(&mut self, piece: &[u8], stash: &mut PartsStash) {
+        self.parts(stash).push_copy(piece);
     }
 
-    /// Appends bytes the application wrote: large writes (and small ones that fit) go into
-    /// blocks of `pool`, others into a buffer of their size.
-    pub(crate) fn push_write(&mut self, piece: &[u8], pool: &mut BlockPool) {
-        let p = self.0.get_or_insert_default();
-        let room = p.tail.capacity() - p.tail.len();
-        if piece.len() >= BLOCK_WRITE_MIN || (p.pooled && room >= piece.len()) {
+    fn parts(&mut self, stash: &mut PartsStash) -> &mut Parts {
+        self.0.get_or_insert_with(|| stash.take())
+    }
+
+    /// Appends `piece`, taken from a write of `write_len` bytes: large writes, and small ones
+    /// that fit or find a free block, go into blocks of `pool`; others into a buffer of their
+    /// size. (A large write may be taken a little at a time, as a v2 window opens.)
+    pub(crate) fn push_write(
+        &mut self,
+        piece: &[u8],
+        write_len: usize,
+        pool: &mut BlockPool,
+        stash: &mut PartsStash,
+    ) {
+        let p = self.parts(stash);
+        let fits = p.pooled && p.tail.capacity() - p.tail.len() >= piece.len();
+        // A small write takes a block only if one is free (no allocation either way).
+        if fits || write_len >= BLOCK_WRITE_MIN || pool.has_free() {
             p.push_pooled(piece, pool);
         } else {
             if p.pooled {
@@ -80,29 +146,32 @@ impl ByteQueue {
 
     /// Like [`read_chunk`](Self::read_chunk), for the send side: an emptied queue gives its
     /// block back to `pool`.
-    pub(crate) fn take_chunk(&mut self, max: usize, pool: &mut BlockPool) -> Option<Bytes> {
+    pub(crate) fn take_chunk(
+        &mut self,
+        max: usize,
+        pool: &mut BlockPool,
+        stash: &mut PartsStash,
+    ) -> Option<Bytes> {
         let p = self.0.as_mut()?;
         let chunk = p.read_chunk(max);
-        if p.len == 0 {
-            if p.pooled {
-                pool.retire(std::mem::take(&mut p.tail));
-            }
-            self.0 = None;
+        if p.len == 0 && p.pooled {
+            pool.retire(std::mem::take(&mut p.tail));
         }
+        self.release_if_empty(stash);
         chunk
     }
 
     /// Copies up to `buf.len()` bytes out; returns how many.
-    pub(crate) fn read_into(&mut self, buf: &mut [u8]) -> usize {
+    pub(crate) fn read_into(&mut self, buf: &mut [u8], stash: &mut PartsStash) -> usize {
         let n = self.0.as_mut().map_or(0, |p| p.read_into(buf));
-        self.release_if_empty();
+        self.release_if_empty(stash);
         n
     }
 
     /// Takes up to `max` (at least 1) bytes of the oldest piece without copying.
-    pub(crate) fn read_chunk(&mut self, max: usize) -> Option<Bytes> {
+    pub(crate) fn read_chunk(&mut self, max: usize, stash: &mut PartsStash) -> Option<Bytes> {
         let chunk = self.0.as_mut()?.read_chunk(max);
-        self.release_if_empty();
+        self.release_if_empty(stash);
         chunk
     }
 
@@ -132,10 +201,10 @@ impl ByteQueue {
         self.0.take().map_or(0, |p| p.len)
     }
 
-    /// An idle stream holds no buffer.
-    fn release_if_empty(&mut self) {
+    /// An idle stream holds no buffer (its parts go to the stash).
+    fn release_if_empty(&mut self, stash: &mut PartsStash) {
         if self.0.as_ref().is_some_and(|p| p.len == 0) {
-            self.0 = None;
+            stash.put(self.0.take().expect("checked"));
         }
     }
 }
@@ -258,28 +327,30 @@ mod tests {
     #[test]
     fn order_is_kept_across_shared_and_copied_pieces() {
         let mut q = ByteQueue::default();
-        q.push_copy(b"ab");
-        q.push_copy(b"cd");
-        assert!(q.push_shared(Bytes::from_static(b"EFGH"), 0));
-        q.push_copy(b"ij");
+        let mut st = PartsStash::default();
+        q.push_copy(b"ab", &mut st);
+        q.push_copy(b"cd", &mut st);
+        assert!(q.push_shared(Bytes::from_static(b"EFGH"), 0, &mut st));
+        q.push_copy(b"ij", &mut st);
         assert_eq!(q.len(), 10);
         let mut buf = [0u8; 3];
-        assert_eq!(q.read_into(&mut buf), 3);
+        assert_eq!(q.read_into(&mut buf, &mut st), 3);
         assert_eq!(&buf, b"abc");
-        assert_eq!(q.read_chunk(100).unwrap(), &b"d"[..]);
-        assert_eq!(q.read_chunk(2).unwrap(), &b"EF"[..]);
+        assert_eq!(q.read_chunk(100, &mut st).unwrap(), &b"d"[..]);
+        assert_eq!(q.read_chunk(2, &mut st).unwrap(), &b"EF"[..]);
         let mut rest = [0u8; 10];
-        assert_eq!(q.read_into(&mut rest), 4);
+        assert_eq!(q.read_into(&mut rest, &mut st), 4);
         assert_eq!(&rest[..4], b"GHij");
         assert!(q.is_empty());
-        assert!(q.read_chunk(1).is_none());
+        assert!(q.read_chunk(1, &mut st).is_none());
     }
 
     #[test]
     fn tiny_pieces_share_one_allocation() {
         let mut q = ByteQueue::default();
+        let mut st = PartsStash::default();
         for i in 0..10_000u32 {
-            q.push_copy(&[i as u8]);
+            q.push_copy(&[i as u8], &mut st);
         }
         let parts = q.0.as_ref().unwrap();
         assert_eq!(parts.chunks.len(), 0);
@@ -292,16 +363,17 @@ mod tests {
     fn compaction_copies_only_old_shared_pieces_and_keeps_order() {
         let source = Bytes::from(vec![1u8; 4096]);
         let mut q = ByteQueue::default();
-        q.push_copy(b"head");
-        assert!(q.push_shared(source.slice(0..1000), 5));
+        let mut st = PartsStash::default();
+        q.push_copy(b"head", &mut st);
+        assert!(q.push_shared(source.slice(0..1000), 5, &mut st));
         assert!(
-            !q.push_shared(source.slice(1000..3000), 6),
+            !q.push_shared(source.slice(1000..3000), 6, &mut st),
             "already listed"
         );
-        q.push_copy(b"mid");
+        q.push_copy(b"mid", &mut st);
         let newer = Bytes::from(vec![2u8; 100]);
-        assert!(!q.push_shared(newer.clone(), 9));
-        q.push_copy(b"tail");
+        assert!(!q.push_shared(newer.clone(), 9, &mut st));
+        q.push_copy(b"tail", &mut st);
         assert!(q.unlist());
         assert!(!q.unlist(), "a repeated entry is skipped");
         // Pieces that arrived before mark 7 are copied; the newer one stays shared.
@@ -313,7 +385,7 @@ mod tests {
         assert!(!q.compact_older_than(100), "nothing shared remains");
         assert!(newer.is_unique());
         let mut out = vec![0u8; 4 + 3000 + 3 + 100 + 4];
-        assert_eq!(q.read_into(&mut out), out.len());
+        assert_eq!(q.read_into(&mut out, &mut st), out.len());
         assert_eq!(&out[..4], b"head");
         assert!(out[4..3004].iter().all(|&b| b == 1));
         assert_eq!(&out[3004..3007], b"mid");
@@ -325,18 +397,19 @@ mod tests {
     #[test]
     fn a_tail_that_was_handed_out_is_not_copied_to_grow() {
         let mut q = ByteQueue::default();
-        q.push_copy(&[1u8; 3000]);
-        let first = q.read_chunk(1000).unwrap();
+        let mut st = PartsStash::default();
+        q.push_copy(&[1u8; 3000], &mut st);
+        let first = q.read_chunk(1000, &mut st).unwrap();
         let old_tail = q.0.as_ref().unwrap().tail.as_ptr();
         // No room left in the shared allocation: the 2000 waiting bytes stay where they are.
-        q.push_copy(&vec![2u8; 1 << 20]);
+        q.push_copy(&vec![2u8; 1 << 20], &mut st);
         let parts = q.0.as_ref().unwrap();
         assert_eq!(parts.chunks.len(), 1);
         assert_eq!(parts.chunks[0].0.as_ptr(), old_tail, "not copied");
         assert_eq!(parts.tail.len(), 1 << 20);
         drop(first);
         let mut out = vec![0u8; 2000 + (1 << 20)];
-        assert_eq!(q.read_into(&mut out), out.len());
+        assert_eq!(q.read_into(&mut out, &mut st), out.len());
         assert!(out[..2000].iter().all(|&b| b == 1));
         assert!(out[2000..].iter().all(|&b| b == 2));
     }
@@ -346,11 +419,12 @@ mod tests {
         use crate::proto::block_pool::BLOCK;
         let mut pool = BlockPool::default();
         let mut q = ByteQueue::default();
+        let mut st = PartsStash::default();
         let data: Vec<u8> = (0..3 * BLOCK / 2).map(|i| i as u8).collect();
-        q.push_write(&data, &mut pool);
-        q.push_write(b"small", &mut pool);
+        q.push_write(&data, data.len(), &mut pool, &mut st);
+        q.push_write(b"small", 5, &mut pool, &mut st);
         let mut frames = Vec::new();
-        while let Some(f) = q.take_chunk(32 * 1024, &mut pool) {
+        while let Some(f) = q.take_chunk(32 * 1024, &mut pool, &mut st) {
             frames.push(f);
         }
         let joined: Vec<u8> = frames.iter().flatten().copied().collect();
@@ -360,24 +434,42 @@ mod tests {
         // Both blocks went back to the pool; once the frames are written, they are reused.
         let first_block = frames[0].as_ptr();
         drop(frames);
-        q.push_write(&data[..BLOCK], &mut pool);
-        let f = q.take_chunk(usize::MAX, &mut pool).unwrap();
+        q.push_write(&data[..BLOCK], BLOCK, &mut pool, &mut st);
+        let f = q.take_chunk(usize::MAX, &mut pool, &mut st).unwrap();
         assert_eq!(f.as_ptr(), first_block, "the oldest block is reused");
-        // A small write into an empty queue gets a buffer of its size, not a block.
+        // A small write takes a free block (the second one) ...
+        q.push_write(b"tiny", 4, &mut pool, &mut st);
+        assert!(q.0.as_ref().unwrap().pooled);
         drop(f);
-        q.push_write(b"tiny", &mut pool);
+        // ... but with no block free, it gets a buffer of its size.
+        let mut q = ByteQueue::default();
+        q.push_write(b"tiny", 4, &mut BlockPool::default(), &mut st);
         assert!(!q.0.as_ref().unwrap().pooled);
         assert!(q.0.as_ref().unwrap().tail.capacity() < 1024);
     }
 
     #[test]
+    fn only_a_large_shared_piece_lets_the_next_small_one_be_shared() {
+        let mut st = PartsStash::default();
+        let mut q = ByteQueue::default();
+        assert!(!q.ends_with_shared(1024));
+        q.push_shared(Bytes::from(vec![1u8; 2000]), 0, &mut st);
+        assert!(q.ends_with_shared(1024));
+        q.push_shared(Bytes::from_static(b"small"), 0, &mut st);
+        assert!(!q.ends_with_shared(1024), "only once per large piece");
+        q.push_copy(b"x", &mut st);
+        assert!(!q.ends_with_shared(1));
+    }
+
+    #[test]
     fn compacting_without_old_shared_pieces_copies_nothing() {
         let mut q = ByteQueue::default();
-        q.push_copy(b"abc");
+        let mut st = PartsStash::default();
+        q.push_copy(b"abc", &mut st);
         let before = q.0.as_ref().unwrap().tail.as_ptr();
         assert!(!q.compact_older_than(u64::MAX - 1));
         assert_eq!(q.0.as_ref().unwrap().tail.as_ptr(), before);
-        assert_eq!(q.read_chunk(10).unwrap(), &b"abc"[..]);
+        assert_eq!(q.read_chunk(10, &mut st).unwrap(), &b"abc"[..]);
         assert!(!ByteQueue::default().compact_older_than(5));
     }
 }

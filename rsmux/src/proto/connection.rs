@@ -10,6 +10,7 @@ use bytes::Bytes;
 use super::{
     block_pool::BlockPool,
     budget::Budget,
+    byte_queue::PartsStash,
     deadlines::{Deadlines, Dir},
     ids::{IdAllocator, Role},
     keepalive::Keepalive,
@@ -30,6 +31,9 @@ pub const ACCEPT_BACKLOG: usize = 1024;
 
 /// Bytes one stream may have accepted from the application and not yet framed.
 pub const STREAM_SEND_BUFFER: usize = 256 * 1024;
+
+/// A write larger than this waits until at least this much fits (see [`min_write_room`]).
+pub const MIN_WRITE_ROOM: usize = 4096;
 
 /// Most bytes all streams together may have accepted and not yet framed. The cap in force is
 /// the smaller of this and `max_receive_buffer`, so `smuxbuf` bounds buffering both ways.
@@ -122,8 +126,8 @@ pub struct Connection {
     slices: Slices,
     /// Blocks large writes are copied into, reused once their frames are written.
     blocks: BlockPool,
-    /// Keepalive intervals passed (lets the driver age its buffers).
-    intervals: u64,
+    /// Emptied stream queue parts, for reuse.
+    stash: PartsStash,
     /// Streams with a frame to send, served one frame per turn (SPEC §7).
     ring: VecDeque<u32>,
     nop_pending: bool,
@@ -172,7 +176,7 @@ impl Connection {
             budget: Budget::new(config.max_receive_buffer),
             slices: Slices::default(),
             blocks: BlockPool::default(),
-            intervals: 0,
+            stash: PartsStash::default(),
             keepalive: Keepalive::new(&config, now),
             ids: IdAllocator::new(role),
             config,
@@ -265,10 +269,17 @@ impl Connection {
         self.budget.used()
     }
 
-    /// Keepalive intervals passed so far (the driver lets buffers of a quiet session go once
-    /// per interval; see [`RecvBuffer::tick`]).
-    pub fn keepalive_intervals(&self) -> u64 {
-        self.intervals
+    /// Lets go of buffers kept for reuse (write blocks). The driver calls this once the
+    /// session has been quiet for a while, so an idle session holds no spare memory.
+    pub fn release_spare_buffers(&mut self) {
+        self.blocks.release();
+        self.stash.release();
+    }
+
+    /// Whether buffers are kept for reuse (see
+    /// [`release_spare_buffers`](Self::release_spare_buffers)).
+    pub fn holds_spare_buffers(&self) -> bool {
+        !self.blocks.is_empty() || !self.stash.is_empty()
     }
 
     /// Bytes accepted from the application and not yet framed, all streams together.
@@ -365,7 +376,10 @@ impl Connection {
             } else if !s.send.is_empty() && window(v2, s, id) > 0 {
                 let max = self.config.max_frame_size.min(window(v2, s, id));
                 // One piece at most (an idle stream's queue lets go of its memory).
-                let payload = s.send.take_chunk(max, &mut self.blocks).expect("not empty");
+                let payload = s
+                    .send
+                    .take_chunk(max, &mut self.blocks, &mut self.stash)
+                    .expect("not empty");
                 let n = payload.len();
                 s.send_window.on_sent(n as u32);
                 self.send_queued -= n;
@@ -385,9 +399,6 @@ impl Connection {
             } else {
                 self.remove_if_done(id);
             }
-        }
-        if self.send_queued == 0 {
-            self.blocks.trim();
         }
         self.wake_session_blocked();
     }
@@ -502,14 +513,15 @@ impl Connection {
         match self.streams.get_mut(&id) {
             Some(s) if !s.read_closed && len > 0 && !closing => {
                 // Large payloads stay slices of the read chunk, small ones are packed (see
-                // `recv_buffer` for how the memory slices pin is bounded).
-                if len >= SHARE_MIN {
+                // `recv_buffer` for how the memory slices pin is bounded); a small one right
+                // after a large one is sliced too (packing it would allocate a tail).
+                if len >= SHARE_MIN || s.recv.ends_with_shared(SHARE_MIN) {
                     let mark = rb.chunks_started();
-                    if s.recv.push_shared(rb.split(len), mark) {
+                    if s.recv.push_shared(rb.split(len), mark, &mut self.stash) {
                         self.slices.note(id);
                     }
                 } else {
-                    s.recv.push_copy(rb.peek(len));
+                    s.recv.push_copy(rb.peek(len), &mut self.stash);
                     rb.skip(len);
                 }
                 self.budget.charge(len);
@@ -594,8 +606,6 @@ impl Connection {
         if tick.send_nop {
             self.nop_pending = true;
             self.wake_driver = true;
-            self.blocks.tick();
-            self.intervals += 1;
         }
         while let Some((id, dir)) = self.deadlines.pop_expired(now) {
             self.events.push_back(match dir {
@@ -666,7 +676,8 @@ impl Connection {
                 None => ReadOutcome::Eof,
             });
         }
-        let n = s.recv.read_into(buf);
+        let s = self.streams.get_mut(&id).expect("checked");
+        let n = s.recv.read_into(buf, &mut self.stash);
         self.consumed(id, n);
         Ok(ReadOutcome::Data(n))
     }
@@ -674,8 +685,9 @@ impl Connection {
     /// Like [`read`](Self::read), but hands out up to `max` (at least 1) bytes of the next
     /// received payload without copying.
     pub fn read_chunk(&mut self, id: u32, max: usize, now: Instant) -> Result<ChunkOutcome, Error> {
-        let s = self.stream_mut(id)?;
-        let Some(chunk) = s.recv.read_chunk(max) else {
+        self.stream_mut(id)?;
+        let s = self.streams.get_mut(&id).expect("checked");
+        let Some(chunk) = s.recv.read_chunk(max, &mut self.stash) else {
             return Ok(match self.wait_readable(id, now)? {
                 Some(()) => ChunkOutcome::Blocked,
                 None => ChunkOutcome::Eof,
@@ -763,7 +775,8 @@ impl Connection {
         if let Progress::Ready(n) = progress {
             if n > 0 {
                 let s = self.streams.get_mut(&id).expect("checked");
-                s.send.push_write(&data[..n], &mut self.blocks);
+                s.send
+                    .push_write(&data[..n], data.len(), &mut self.blocks, &mut self.stash);
                 self.queued(id, n);
             }
         }
@@ -779,15 +792,22 @@ impl Connection {
         data: &mut Bytes,
         now: Instant,
     ) -> Result<Progress, Error> {
-        let progress = self.write_room(id, data.len(), now)?;
-        if let Progress::Ready(n) = progress {
+        let mut progress = self.write_room(id, data.len(), now)?;
+        if let Progress::Ready(mut n) = progress {
+            // Leave no remainder too small to share: it would be copied on its own.
+            let rest = data.len() - n;
+            if rest > 0 && rest < COPY_MAX && n > COPY_MAX {
+                n -= COPY_MAX - rest;
+                progress = Progress::Ready(n);
+            }
             if n > 0 {
                 let s = self.streams.get_mut(&id).expect("checked");
                 let piece = data.split_to(n);
                 if n < COPY_MAX {
-                    s.send.push_write(&piece, &mut self.blocks);
+                    s.send
+                        .push_write(&piece, n, &mut self.blocks, &mut self.stash);
                 } else {
-                    s.send.push_shared(piece, 0);
+                    s.send.push_shared(piece, 0, &mut self.stash);
                 }
                 self.queued(id, n);
             }
@@ -802,7 +822,8 @@ impl Connection {
         if len == 0 {
             return Ok(Progress::Ready(0));
         }
-        let session_room = self.send_cap().saturating_sub(self.send_queued);
+        let send_cap = self.send_cap();
+        let session_room = send_cap.saturating_sub(self.send_queued);
         let v2 = self.v2();
         let s = self.streams.get_mut(&id).expect("checked");
         // In v2, accept no more than the peer's window can take: data waiting for a window
@@ -812,9 +833,18 @@ impl Connection {
             .saturating_sub(s.send.len())
             .min(session_room)
             .min(window_room);
-        if room == 0 {
+        // No sliver of a larger write: a few bytes of room would make a tiny frame (a header,
+        // a wake-up and an allocation each). Wait until a fair share fits, as TCP avoids silly
+        // windows; the share never exceeds half of what can become free.
+        let peer_window = if v2 {
+            s.send_window.peer_window() as usize
+        } else {
+            usize::MAX
+        };
+        let least = min_write_room(len, send_cap, peer_window);
+        if room < least {
             s.write_waiting = true;
-            if session_room == 0 && !self.session_blocked.contains(&id) {
+            if session_room < least && !self.session_blocked.contains(&id) {
                 self.session_blocked.push_back(id);
             }
             return Ok(Progress::Blocked);
@@ -1087,6 +1117,14 @@ impl Connection {
 
 /// Bytes stream `s` may send now: its v2 window, or unlimited in v1. An impossible window
 /// counts as closed (the stream's writes fail instead).
+/// The least room a write of `len` bytes waits for: all of a small write, otherwise
+/// [`MIN_WRITE_ROOM`], but never more than half of the room that can become free (the stream
+/// buffer, the session's send cap `send_cap` and, in v2, the peer's window).
+pub fn min_write_room(len: usize, send_cap: usize, peer_window: usize) -> usize {
+    let most = STREAM_SEND_BUFFER.min(send_cap).min(peer_window);
+    len.min(MIN_WRITE_ROOM).min(most / 2).max(1)
+}
+
 fn window(v2: bool, s: &StreamState, id: u32) -> usize {
     if !v2 {
         return usize::MAX;

@@ -31,11 +31,11 @@ pub const SHARE_MIN: usize = 1024;
 /// Longest list of [`Slices`] before a compaction pass (bounds the list's memory).
 const SLICES_LIST_MAX: usize = 1024;
 
-/// Most earlier chunks kept for reuse.
-const RETIRED_MAX: usize = 16;
+/// Most earlier chunks kept for reuse (most of them still used by slices).
+const RETIRED_MAX: usize = 64;
 
-/// Free retired chunks kept while nothing is buffered.
-const IDLE_KEEP: usize = 2;
+/// Free earlier chunks kept for the next switch.
+const FREE_KEEP: usize = 16;
 
 /// A read never goes into less room than this, unless the frame in progress needs less.
 const MIN_READ: usize = 4096;
@@ -48,8 +48,6 @@ pub struct RecvBuffer {
     chunks_started: u64,
     /// Earlier chunks, oldest first, kept to be reused once no slice of them is left.
     retired: VecDeque<BytesMut>,
-    /// `chunks_started` at the last [`tick`](Self::tick).
-    started_at_tick: u64,
 }
 
 impl RecvBuffer {
@@ -87,35 +85,34 @@ impl RecvBuffer {
         &mut self.buf
     }
 
-    /// A retired chunk of at least `size` bytes that no slice refers to any more.
+    /// A retired chunk of at least `size` bytes that no slice refers to any more. Other free
+    /// ones beyond [`FREE_KEEP`] are let go (chunks slices still use cost nothing extra).
     fn reusable(&mut self, size: usize) -> Option<BytesMut> {
-        let i = self.retired.iter_mut().position(|c| c.try_reclaim(size))?;
-        self.retired.remove(i)
-    }
-
-    /// Nothing is buffered: keeps at most two free retired chunks (chunks slices still refer
-    /// to cost nothing extra).
-    pub fn trim(&mut self) {
-        if self.retired.len() <= IDLE_KEEP {
-            return;
-        }
+        let found = self
+            .retired
+            .iter_mut()
+            .position(|c| c.try_reclaim(size))
+            .and_then(|i| self.retired.remove(i));
         let mut free = 0;
         self.retired.retain_mut(|c| {
             if !c.try_reclaim(CHUNK) {
                 return true;
             }
             free += 1;
-            free <= IDLE_KEEP
+            free <= FREE_KEEP
         });
+        found
     }
 
-    /// A keepalive interval passed: lets go of the retired chunks if no chunk was started since
-    /// the last tick, so a quiet session keeps only its current chunk.
-    pub fn tick(&mut self) {
-        if self.chunks_started == self.started_at_tick {
-            self.retired = VecDeque::new();
-        }
-        self.started_at_tick = self.chunks_started;
+    /// Lets go of the retired chunks (the driver calls this once the session has been quiet
+    /// for a while, so an idle session keeps only its current chunk).
+    pub fn release_retired(&mut self) {
+        self.retired = VecDeque::new();
+    }
+
+    /// Whether retired chunks are kept (see [`release_retired`](Self::release_retired)).
+    pub fn holds_retired(&self) -> bool {
+        !self.retired.is_empty()
     }
 
     /// Chunks started so far (including reused ones).
@@ -289,33 +286,9 @@ mod tests {
         assert_eq!(&rb.buf[..], &[2u8; 3]);
         assert_eq!(rb.chunks_started(), 3);
         drop(held);
-        // The first tick sees chunks started since the last one; the second does not, and
-        // lets the retired (second) chunk go.
-        rb.tick();
-        assert_eq!(rb.retired.len(), 1);
-        rb.tick();
-        assert!(rb.retired.is_empty());
-    }
-
-    #[test]
-    fn trimming_keeps_two_free_chunks_and_every_held_one() {
-        let mut rb = RecvBuffer::new();
-        rb.prepare();
-        let mut held = Vec::new();
-        for _ in 0..8 {
-            rb.extend_from_slice(&vec![1u8; CHUNK]);
-            held.push(rb.split(CHUNK));
-            rb.prepare();
-        }
-        assert_eq!(rb.retired.len(), 8);
-        // Half the chunks are free again.
-        let mut i = 0;
-        held.retain(|_| {
-            i += 1;
-            i % 2 == 0
-        });
-        rb.trim();
-        assert_eq!(rb.retired.len(), 4 + IDLE_KEEP);
+        assert!(rb.holds_retired());
+        rb.release_retired();
+        assert!(!rb.holds_retired());
     }
 
     #[test]

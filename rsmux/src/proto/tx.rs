@@ -17,6 +17,9 @@ pub const COPY_MAX: usize = 1024;
 /// Most slices handed to one vectored write.
 pub const MAX_IOVECS: usize = 64;
 
+/// Size of one staging buffer (headers and small payloads of many frames).
+const STAGING: usize = 4096;
+
 /// Encoded frames waiting for the socket.
 #[derive(Debug, Default)]
 pub struct TxBuf {
@@ -34,6 +37,7 @@ impl TxBuf {
     /// Appends one frame.
     pub(crate) fn push(&mut self, header: Header, payload: Bytes) {
         self.len += 8 + payload.len();
+        self.make_room(8 + payload.len().min(COPY_MAX));
         self.staging.extend_from_slice(&header.encode());
         if payload.len() < COPY_MAX {
             self.staging.extend_from_slice(&payload);
@@ -46,8 +50,24 @@ impl TxBuf {
     /// Appends a frame whose payload is a small array (UPD).
     pub(crate) fn push_small(&mut self, header: Header, payload: &[u8]) {
         self.len += 8 + payload.len();
+        self.make_room(8 + payload.len());
         self.staging.extend_from_slice(&header.encode());
         self.staging.extend_from_slice(payload);
+    }
+
+    /// Makes room for `n` more staged bytes without growing a buffer whose start was already
+    /// handed out (that would copy it): the staging buffer is reused once everything cut from
+    /// it was written, or replaced. So framing does not allocate per frame.
+    fn make_room(&mut self, n: usize) {
+        if self.staging.capacity() - self.staging.len() >= n {
+            return;
+        }
+        if !self.staging.is_empty() {
+            self.pieces.push_back(self.staging.split().freeze());
+        }
+        if !self.staging.try_reclaim(STAGING.max(n)) {
+            self.staging = BytesMut::with_capacity(STAGING.max(n));
+        }
     }
 
     /// Bytes waiting.

@@ -137,6 +137,11 @@ impl SendWindow {
         }
     }
 
+    /// The window the peer advertised last.
+    pub(crate) fn peer_window(&self) -> u32 {
+        self.peer_window
+    }
+
     /// Bytes that may be sent now. Fails when the peer claims to have consumed more than was
     /// sent (Go's `ErrConsumed`). A window above `i32::MAX` counts as `i32::MAX` (a Go sender
     /// would take it as negative and never send again), so bytes in flight always fit the

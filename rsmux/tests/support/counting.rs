@@ -5,19 +5,21 @@
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
-    sync::atomic::{AtomicIsize, Ordering},
+    sync::atomic::{AtomicIsize, AtomicUsize, Ordering},
 };
 
 pub struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 static PEAK: AtomicIsize = AtomicIsize::new(0);
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts sizes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc(layout);
         if !p.is_null() {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
             let size = layout.size() as isize;
             let now = LIVE.fetch_add(size, Ordering::Relaxed) + size;
             PEAK.fetch_max(now, Ordering::Relaxed);
@@ -44,4 +46,9 @@ pub fn peak() -> isize {
 /// Starts a new peak measurement from the current live bytes.
 pub fn reset_peak() {
     PEAK.store(live(), Ordering::Relaxed);
+}
+
+/// Allocations made so far, whole process (a reallocation counts as one).
+pub fn allocations() -> usize {
+    ALLOCS.load(Ordering::Relaxed)
 }
