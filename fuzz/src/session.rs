@@ -31,9 +31,9 @@ use arbitrary::{Arbitrary, Unstructured};
 use rsmux::{
     frame::{decode_upd, encode_upd, Cmd, Header, HEADER_LEN, UPD_LEN},
     proto::{
-        ChunkOutcome, Connection, Event, Progress, ReadOutcome, RecvBuffer, Role, TxBuf,
-        ACCEPT_BACKLOG, BOTH_HANDLES, INITIAL_PEER_WINDOW, MAX_IOVECS, READ_HANDLE,
-        SESSION_SEND_BUFFER, STREAM_SEND_BUFFER, WRITE_HANDLE,
+        min_write_room, session_wake_room, ChunkOutcome, Connection, Event, Progress, ReadOutcome,
+        RecvBuffer, Role, TxBuf, ACCEPT_BACKLOG, BOTH_HANDLES, COPY_MAX, INITIAL_PEER_WINDOW,
+        MAX_IOVECS, READ_HANDLE, SESSION_SEND_BUFFER, STREAM_SEND_BUFFER, WRITE_HANDLE,
     },
     Config, Error, ProtocolError,
 };
@@ -1296,16 +1296,19 @@ impl Harness {
             if kinds & WAIT_SHUTDOWN != 0 {
                 assert!(!s.fin_sent, "lost wake-up: FIN of {id} framed");
             }
-            let window_closed =
-                self.v2() && (s.allowed().unwrap_or(0) as usize).saturating_sub(s.queued) == 0;
-            if kinds & WAIT_WRITE != 0 && self.transmitted && !window_closed {
+            let cap = SESSION_SEND_BUFFER.min(self.config.max_receive_buffer);
+            // A writer waits until its share of room fits: at most MIN_WRITE_ROOM, at most half
+            // of what can become free.
+            let most_least = min_write_room(usize::MAX, cap, s.peer_window as usize);
+            let window_short = self.v2()
+                && (s.allowed().unwrap_or(0) as usize).saturating_sub(s.queued) < most_least;
+            if kinds & WAIT_WRITE != 0 && self.transmitted && !window_short {
                 // With the small budgets used here a writer waits for its v2 window (woken by
                 // the UPD that opens it) or for session-wide room (the cap is below
-                // STREAM_SEND_BUFFER); every such writer is woken once a quarter of the cap is
+                // STREAM_SEND_BUFFER); every such writer is woken once enough of the cap is
                 // free again.
-                let cap = SESSION_SEND_BUFFER.min(self.config.max_receive_buffer);
                 assert!(
-                    cap - self.total_queued < cap / 4,
+                    cap - self.total_queued < session_wake_room(cap),
                     "lost wake-up: writer of {id} with {} of {cap} bytes free",
                     cap - self.total_queued
                 );
@@ -1429,8 +1432,10 @@ impl Harness {
         let offset = self.streams.get(&id).map_or(0, |s| s.accepted);
         let st = start(id, offset);
         let data = &pattern()[st..st + n];
-        // Half the writes take the zero-copy path, which must behave exactly the same.
-        let r = if (offset ^ n as u64) & 1 == 1 {
+        // Half the writes take the zero-copy path, which must behave the same (but for not
+        // leaving a remainder too small to share).
+        let chunk_path = (offset ^ n as u64) & 1 == 1;
+        let r = if chunk_path {
             let mut chunk = bytes::Bytes::copy_from_slice(data);
             let r = self.conn.write_chunk(id, &mut chunk, self.now);
             let taken = match r {
@@ -1463,19 +1468,27 @@ impl Harness {
                     .saturating_sub(s.queued)
                     .min(session_room)
                     .min(window_room);
+                // A larger write waits for a fair share of room rather than take a sliver.
+                let peer_window = if v2 {
+                    s.peer_window as usize
+                } else {
+                    usize::MAX
+                };
+                let least = min_write_room(n, cap, peer_window);
+                let mut taken = n.min(room);
+                let rest = n - taken;
+                if chunk_path && rest > 0 && rest < COPY_MAX && taken > COPY_MAX {
+                    taken -= COPY_MAX - rest;
+                }
                 if n == 0 {
                     assert_eq!(p, Progress::Ready(0));
-                } else if room == 0 {
-                    assert_eq!(p, Progress::Blocked, "write with no room");
+                } else if room < least {
+                    assert_eq!(p, Progress::Blocked, "write with too little room");
                 } else {
-                    assert_eq!(
-                        p,
-                        Progress::Ready(n.min(room)),
-                        "write took the wrong amount"
-                    );
-                    s.accepted += n.min(room) as u64;
-                    s.queued += n.min(room);
-                    self.total_queued += n.min(room);
+                    assert_eq!(p, Progress::Ready(taken), "write took the wrong amount");
+                    s.accepted += taken as u64;
+                    s.queued += taken;
+                    self.total_queued += taken;
                 }
             }
         }

@@ -409,7 +409,8 @@ impl Connection {
     /// waiting ones; the hostile-echo test caught that.)
     fn wake_session_blocked(&mut self) {
         let cap = self.send_cap();
-        if self.session_blocked.is_empty() || cap.saturating_sub(self.send_queued) < cap / 4 {
+        let free = cap.saturating_sub(self.send_queued);
+        if self.session_blocked.is_empty() || free < session_wake_room(cap) {
             return;
         }
         while let Some(id) = self.session_blocked.pop_front() {
@@ -1123,6 +1124,12 @@ impl Connection {
 pub fn min_write_room(len: usize, send_cap: usize, peer_window: usize) -> usize {
     let most = STREAM_SEND_BUFFER.min(send_cap).min(peer_window);
     len.min(MIN_WRITE_ROOM).min(most / 2).max(1)
+}
+
+/// Free session room (of the send cap `send_cap`) at which writers waiting for it are woken: a
+/// quarter of the cap, and at least what any write waits for (see [`min_write_room`]).
+pub fn session_wake_room(send_cap: usize) -> usize {
+    (send_cap / 4).max(MIN_WRITE_ROOM.min(send_cap / 2))
 }
 
 fn window(v2: bool, s: &StreamState, id: u32) -> usize {

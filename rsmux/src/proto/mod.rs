@@ -17,8 +17,8 @@ mod tx;
 mod window;
 
 pub use connection::{
-    min_write_room, ChunkOutcome, Connection, Event, Progress, ReadOutcome, ACCEPT_BACKLOG,
-    CLOSE_TIMEOUT, MIN_WRITE_ROOM, SESSION_SEND_BUFFER, STREAM_SEND_BUFFER,
+    min_write_room, session_wake_room, ChunkOutcome, Connection, Event, Progress, ReadOutcome,
+    ACCEPT_BACKLOG, CLOSE_TIMEOUT, MIN_WRITE_ROOM, SESSION_SEND_BUFFER, STREAM_SEND_BUFFER,
 };
 pub use ids::Role;
 pub use recv_buffer::{RecvBuffer, CHUNK, SHARE_MIN};
