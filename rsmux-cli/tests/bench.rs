@@ -112,6 +112,7 @@ struct WorkloadRuns {
     value: Value,
     ratio_to_tcp: Value,
     server_cpu_s_per_gib: Value,
+    server_cpu_seconds: Vec<Option<f64>>,
     amount: Vec<Option<u64>>,
     seconds: Vec<Option<f64>>,
 }
@@ -128,6 +129,7 @@ fn row_runs(row: &Value, runs: usize) -> Vec<(String, Stat)> {
             Stat::parse(&w.ratio_to_tcp, runs, &format!("{what} ratio"));
             Stat::parse(&w.server_cpu_s_per_gib, runs, &format!("{what} cpu"));
             assert_eq!(w.amount.len(), runs, "{what}");
+            assert_eq!(w.server_cpu_seconds.len(), runs, "{what}");
             assert_eq!(w.seconds.len(), runs, "{what}");
             (k.clone(), Stat::parse(&w.value, runs, &what))
         })

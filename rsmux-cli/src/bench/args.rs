@@ -28,6 +28,7 @@ Rows (local comparison; every client talks to a server process over loopback TCP
                    Go's behaviour): the figure before auto-tuning, measured in the same run
   Go smux v1/v2    Go client <-> Go server (interop/go/bin/smuxpeer, xtaci/smux)
   without --quick also the mixed pairs: rsmux client <-> Go server, Go client <-> rsmux server
+  (--quick: raw TCP, rsmux v1, rsmux v2, Go smux v2 only)
 Workloads:
   1 stream         one stream, one way (client to server), 128 KiB writes and 128 KiB reads
   100 streams      100 streams at once, same, aggregate
@@ -66,7 +67,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(1..=50))]
     pub repeat: u32,
-    /// Seconds per timed workload [default: 0.25, or 0.08 with --quick; at a --rtt, at least
+    /// Seconds per timed workload [default: 0.3, or 0.08 with --quick; at a --rtt, at least
     /// 30 round trips]
     #[arg(long, value_name = "SECS", value_parser = common::parse_secs)]
     pub seconds: Option<Duration>,
@@ -165,7 +166,7 @@ impl BenchArgs {
     /// Duration of a timed workload on direct loopback: `--seconds`, or the default.
     pub fn base_dur(&self) -> Duration {
         self.seconds
-            .unwrap_or(Duration::from_millis(if self.quick { 80 } else { 250 }))
+            .unwrap_or(Duration::from_millis(if self.quick { 80 } else { 300 }))
     }
 
     /// Duration of the scale workload's echo rounds.

@@ -67,6 +67,17 @@ fn triple_cell(s: &Stat) -> String {
     }
 }
 
+/// A row's server CPU seconds per GiB over all runs of a workload.
+fn cpu_overall(r: &RowReport, w: Workload) -> Option<f64> {
+    match w {
+        Workload::One => r.one_stream_server_cpu_s_per_gib,
+        Workload::Many => r.many_streams_server_cpu_s_per_gib,
+        Workload::EchoOne => r.echo_one_stream_server_cpu_s_per_gib,
+        Workload::EchoMany => r.echo_many_streams_server_cpu_s_per_gib,
+        Workload::OpenClose => None,
+    }
+}
+
 fn runs(r: &RowReport, w: Workload) -> Option<&WorkloadRuns> {
     r.per_run.get(w.key())
 }
@@ -230,7 +241,7 @@ pub fn render(rep: &Report) -> String {
             .collect();
         if !cpu_rows.is_empty() {
             let _ = writeln!(out);
-            let mut h = format!("{:name_w$}", "server CPU s per GiB");
+            let mut h = format!("{:name_w$}", "server CPU s per GiB, all runs");
             let rates: Vec<Workload> = workloads
                 .iter()
                 .copied()
@@ -241,10 +252,20 @@ pub fn render(rep: &Report) -> String {
             }
             let _ = writeln!(out, "{}", h.trim_end());
             for r in cpu_rows {
-                let cells: Vec<(Option<&Stat>, usize)> = rates
+                // The figure is over all runs together (finer than a run's 10 ms ticks);
+                // the range under it is the runs'.
+                let overall: Vec<Option<Stat>> = rates
                     .iter()
-                    .map(|w| (runs(r, *w).map(|x| &x.server_cpu_s_per_gib), 2))
+                    .map(|w| {
+                        let cpu = runs(r, *w)?.server_cpu_s_per_gib.clone();
+                        Some(Stat {
+                            median: cpu_overall(r, *w),
+                            ..cpu
+                        })
+                    })
                     .collect();
+                let cells: Vec<(Option<&Stat>, usize)> =
+                    overall.iter().map(|s| (s.as_ref(), 2)).collect();
                 stat_lines(&mut out, &r.name, name_w, &cells, None, rep.repeat);
             }
         }
