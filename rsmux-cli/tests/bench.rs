@@ -373,7 +373,19 @@ fn repeat_flag_sets_the_number_of_runs() {
 
 #[test]
 fn scale_workload_reports_both_servers() {
+    scale_workload("rsmux", 2);
+}
+
+#[test]
+fn scale_workload_with_the_go_client() {
+    scale_workload("go", 1);
+}
+
+/// Runs the scale workload with a client (`--scale-client`) and `repeat` runs, and checks
+/// the report of both servers.
+fn scale_workload(client: &str, repeat: usize) {
     common::go_peer();
+    let repeat_arg = repeat.to_string();
     let out = run(
         common::bin(),
         &[
@@ -387,7 +399,9 @@ fn scale_workload_reports_both_servers() {
             "--scale-seconds",
             "0.3",
             "--repeat",
-            "2",
+            &repeat_arg,
+            "--scale-client",
+            client,
         ],
         Duration::from_secs(90),
     );
@@ -399,13 +413,14 @@ fn scale_workload_reports_both_servers() {
     assert_eq!(s["sessions"], 20);
     assert_eq!(s["streams_per_session"], 3);
     assert_eq!(s["message_bytes"], 1024);
+    assert_eq!(s["client"], client);
     let servers = s["servers"].as_array().expect("servers");
     let server_ids: Vec<&str> = servers.iter().map(|x| x["id"].as_str().unwrap()).collect();
     assert_eq!(server_ids, ["rsmux-echo", "go-echo"]);
     for srv in servers {
         assert!(srv["skipped"].is_null(), "{srv}");
         assert_eq!(srv["errors"].as_array().map(Vec::len), Some(0), "{srv}");
-        let stat = |k: &str| Stat::parse(&srv[k], 2, &format!("{} {k}", srv["id"]));
+        let stat = |k: &str| Stat::parse(&srv[k], repeat, &format!("{} {k}", srv["id"]));
         let rounds = stat("rounds_per_s");
         assert!(rounds.min.unwrap() > 10.0, "{srv}");
         let (idle, busy, peak) = (
@@ -417,7 +432,7 @@ fn scale_workload_reports_both_servers() {
         stat("server_cpu_seconds");
         assert!(idle.min.unwrap() > 100_000.0, "{srv}");
         // The peak (VmHWM) is at least what was resident at any time of the same run.
-        for i in 0..2 {
+        for i in 0..repeat {
             let p = peak.runs[i].unwrap();
             assert!(
                 p >= idle.runs[i].unwrap() && p >= busy.runs[i].unwrap(),

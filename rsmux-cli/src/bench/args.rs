@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::{delay, rows::ms_text};
 use crate::common::{self, SmuxOpts};
@@ -43,15 +43,25 @@ alike; the table shows the median and, under it, min-max. Below each table: rati
 (MB/s, or operations per second for open/close) computed within each repetition, shown as
 min/median/max; above 1 means the first row is faster. Then the server processes' CPU time
 (user + system) per GiB moved.
---scale-sessions N: N sessions x --scale-streams M streams from this process to one echo
-server process (`rsmux echo`, Go's echo), 1 KiB echo rounds on every stream: rounds per
-second and the server's resident memory (idle, busy, peak).
+--scale-sessions N: N sessions x --scale-streams M streams from this process (or with
+--scale-client go the Go peer) to one echo server process (`rsmux echo`, Go's echo), 1 KiB
+echo rounds on every stream: rounds per second and the server's resident memory (idle,
+busy, peak).
 --rtt puts every measured connection (raw TCP too) through a proxy in this process that
 delays each direction by RTT/2 (after one RTT for the handshake); 0 = direct. The proxy holds
 at most 8 MiB per direction and connection, so a direction carries at most 8 MiB per RTT/2.
 MB = 10^6 bytes. With --connect the stream workloads use the echo design with 1 and 100
 streams. Rows then: raw TCP echo (in this process), `rsmux echo` (child process), the server
 given.";
+
+/// The client of the scale workload.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScaleClient {
+    /// Sessions of this process
+    Rsmux,
+    /// The Go peer's `scale-client` role (a child process)
+    Go,
+}
 
 /// Arguments of `rsmux bench`.
 #[derive(Args, Debug)]
@@ -104,6 +114,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "M", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub scale_streams: u32,
+    /// Who runs the scale workload's sessions: this process (rsmux), or the Go peer's
+    /// scale-client (a Go smux client, as the reference measurement of issue 9)
+    #[arg(long, value_enum, value_name = "CLIENT", default_value_t = ScaleClient::Rsmux)]
+    pub scale_client: ScaleClient,
     /// Seconds of echo rounds in the scale workload [default: 3, or 1 with --quick]
     #[arg(long, value_name = "SECS", value_parser = common::parse_secs)]
     pub scale_seconds: Option<Duration>,

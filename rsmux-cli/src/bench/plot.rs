@@ -188,6 +188,7 @@ fn draw(
             .configure_mesh()
             .x_desc("time (s)")
             .y_desc("MB/s per stream")
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .light_line_style(WHITE)
             .draw()?;
         let means = p.means();

@@ -15,15 +15,17 @@ use std::{
 
 use rsmux::{Config, Session};
 use serde::Serialize;
+use serde_json::Value;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
+    process::Command,
     sync::Semaphore,
     task::JoinSet,
 };
 
 use super::{
-    args::GRACE,
+    args::{ScaleClient, GRACE},
     peers::Peer,
     procfs,
     runner::{bounded, Ctx},
@@ -45,6 +47,8 @@ pub struct ScaleReport {
     pub seconds: f64,
     pub message_bytes: usize,
     pub version: u8,
+    /// `"rsmux"` (sessions of this process) or `"go"` (the Go peer's scale-client).
+    pub client: &'static str,
     /// This process's open-files limit after raising it (children inherit it).
     pub fd_limit: Option<u64>,
     pub servers: Vec<ScaleServer>,
@@ -109,9 +113,10 @@ pub async fn run(ctx: &Ctx, fd_limit: Option<u64>) -> ScaleReport {
                 a.scale_streams,
                 name(*server)
             ));
-            let res = match (&too_few, server, &ctx.go) {
+            let go_needed = *server == Server::Go || a.scale_client == ScaleClient::Go;
+            let res = match (&too_few, go_needed, &ctx.go) {
                 (Some(e), _, _) => Err(e.clone()),
-                (_, Server::Go, Err(e)) => Err(format!("skipped: {e}")),
+                (_, true, Err(e)) => Err(format!("skipped: {e}")),
                 _ => run_once(ctx, *server, version).await,
             };
             match res {
@@ -132,8 +137,9 @@ pub async fn run(ctx: &Ctx, fd_limit: Option<u64>) -> ScaleReport {
             let stat = |f: fn(&Run) -> Option<f64>, round: fn(f64) -> f64| {
                 Stat::new(runs.iter().map(|r| r.as_ref().and_then(f)).collect(), round)
             };
-            let skipped = match (server, &ctx.go) {
-                (Server::Go, Err(e)) => Some(e.clone()),
+            let go_needed = *server == Server::Go || a.scale_client == ScaleClient::Go;
+            let skipped = match (go_needed, &ctx.go) {
+                (true, Err(e)) => Some(e.clone()),
                 _ => None,
             };
             ScaleServer {
@@ -163,6 +169,10 @@ pub async fn run(ctx: &Ctx, fd_limit: Option<u64>) -> ScaleReport {
         seconds: a.scale_dur().as_secs_f64(),
         message_bytes: MESSAGE,
         version,
+        client: match a.scale_client {
+            ScaleClient::Rsmux => "rsmux",
+            ScaleClient::Go => "go",
+        },
         fd_limit,
         servers: report,
     }
@@ -225,7 +235,10 @@ async fn run_once(ctx: &Ctx, server: Server, version: u8) -> Result<Run, String>
     let config = ctx.args.smux.config_with_version(version)?;
     let peer = start(ctx, server, version).await?;
     let pid = peer.pid().ok_or("the server exited")?;
-    let res = drive(ctx, peer.addr, pid, config).await;
+    let res = match ctx.args.scale_client {
+        ScaleClient::Rsmux => drive(ctx, peer.addr, pid, config).await,
+        ScaleClient::Go => drive_go(ctx, peer.addr, pid, version).await,
+    };
     let res = res.map_err(|e| match peer.last_error() {
         l if l.is_empty() => e,
         l => format!("{e} (server said: {l})"),
@@ -293,14 +306,7 @@ async fn drive(
             });
         }
     }
-    let mut busy = None::<u64>;
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    while t0.elapsed() < dur {
-        tick.tick().await;
-        if let Some(r) = procfs::rss(pid) {
-            busy = Some(busy.map_or(r.now, |b| b.max(r.now)));
-        }
-    }
+    let (busy, ()) = sample_rss(pid, tokio::time::sleep(dur)).await;
     stop.store(true, Relaxed);
     let joined = bounded(
         async {
@@ -320,6 +326,110 @@ async fn drive(
     drop(sessions);
     Ok(Run {
         rounds_per_s: rounds.load(Relaxed) as f64 / secs,
+        setup,
+        idle,
+        busy,
+        peak,
+        cpu: cpu_before
+            .zip(cpu_after)
+            .map(|(a, b)| b.saturating_sub(a).as_secs_f64()),
+    })
+}
+
+/// The largest `VmRSS` of a process sampled every 200 ms while `f` runs, and `f`'s result.
+async fn sample_rss<T>(pid: u32, f: impl std::future::Future<Output = T>) -> (Option<u64>, T) {
+    let mut busy = None::<u64>;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tokio::pin!(f);
+    loop {
+        tokio::select! {
+            out = &mut f => return (busy, out),
+            _ = tick.tick() => {
+                if let Some(r) = procfs::rss(pid) {
+                    busy = Some(busy.map_or(r.now, |b| b.max(r.now)));
+                }
+            }
+        }
+    }
+}
+
+/// The scale workload with the Go peer's `scale-client` as the client: it sets up every
+/// session, says `ready`, waits for a line on stdin, runs the rounds and prints a JSON line.
+async fn drive_go(
+    ctx: &Ctx,
+    addr: std::net::SocketAddr,
+    pid: u32,
+    version: u8,
+) -> Result<Run, String> {
+    let a = &ctx.args;
+    let go = ctx.go.as_ref().map_err(Clone::clone)?;
+    let mut args: Vec<String> = vec![
+        "scale-client".into(),
+        "-connect".into(),
+        addr.to_string(),
+        "-sessions".into(),
+        a.scale_sessions.to_string(),
+        "-streams".into(),
+        a.scale_streams.to_string(),
+        "-seconds".into(),
+        crate::common::secs(a.scale_dur()),
+        "-size".into(),
+        MESSAGE.to_string(),
+        "-quiet".into(),
+    ];
+    args.extend(a.smux.go_flags(version));
+    let mut child = Command::new(go)
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", go.display()))?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    let mut stderr = child.stderr.take().ok_or("no stderr")?;
+    let fail = |what: String| async move {
+        let mut err = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(1), stderr.read_to_string(&mut err)).await;
+        format!("{what}: {}", super::peers::last_line(&err))
+    };
+    let setup_limit = GRACE + Duration::from_millis(u64::from(a.scale_sessions));
+    let ready = tokio::time::timeout(setup_limit, lines.next_line()).await;
+    let setup: f64 = match ready {
+        Ok(Ok(Some(l))) if l.starts_with("ready ") => l[6..].trim().parse().unwrap_or(f64::NAN),
+        Ok(_) => return Err(fail("Go scale-client: no ready line".into()).await),
+        Err(_) => {
+            return Err(format!(
+                "Go scale-client: setup timed out after {setup_limit:?}"
+            ))
+        }
+    };
+    let idle = procfs::rss(pid).map(|r| r.now);
+    let cpu_before = procfs::cpu_time(pid);
+    stdin
+        .write_all(b"go\n")
+        .await
+        .map_err(|e| format!("Go scale-client stdin: {e}"))?;
+    let (busy, line) = sample_rss(
+        pid,
+        tokio::time::timeout(a.scale_dur() + GRACE, lines.next_line()),
+    )
+    .await;
+    let cpu_after = procfs::cpu_time(pid);
+    let peak = procfs::rss(pid).map(|r| r.peak);
+    let line = match line {
+        Ok(Ok(Some(l))) => l,
+        Ok(_) => return Err(fail("Go scale-client: no result".into()).await),
+        Err(_) => return Err("Go scale-client: rounds timed out".into()),
+    };
+    let v: Value = serde_json::from_str(&line).map_err(|e| format!("Go scale-client JSON: {e}"))?;
+    let f = |k: &str| v.get(k).and_then(Value::as_f64);
+    let rounds = f("rounds").ok_or("Go scale-client JSON lacks 'rounds'")?;
+    let secs = f("seconds").ok_or("Go scale-client JSON lacks 'seconds'")?;
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    Ok(Run {
+        rounds_per_s: rounds / secs,
         setup,
         idle,
         busy,

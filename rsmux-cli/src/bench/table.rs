@@ -118,7 +118,15 @@ pub fn render(rep: &Report) -> String {
     } else {
         format!("{}/{} s", c.keepalive_seconds, c.keepalive_timeout_seconds)
     };
-    let _ = writeln!(
+    if rep.rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "rsmux bench — the scale workload only (--no-table), {} run{} of each server",
+            rep.repeat,
+            if rep.repeat == 1 { "" } else { "s" },
+        );
+    } else {
+        let _ = writeln!(
         out,
         "rsmux bench — {}, {} s per workload{}, {} run{} of each; smuxbuf {}, streambuf {} ({}), framesize {}, keepalive {}",
         if local { "loopback TCP".to_string() } else { format!("echo server {}", rep.connect.as_deref().unwrap_or("")) },
@@ -132,6 +140,7 @@ pub fn render(rep: &Report) -> String {
         size(c.framesize),
         keepalive,
     );
+    }
     let workloads = super::rows::all_workloads(local);
     let name_w = rep
         .rows
@@ -274,8 +283,14 @@ pub fn render(rep: &Report) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "Scale: {} sessions x {} streams to one echo server process, {} B echo rounds on every stream for {} s, v{}",
-            s.sessions, s.streams_per_session, s.message_bytes, s.seconds, s.version
+            "Scale: {} sessions x {} streams from {} to one echo server process, {} B echo rounds on every stream for {} s, v{}{}",
+            s.sessions,
+            s.streams_per_session,
+            if s.client == "go" { "the Go peer's scale-client" } else { "this process (rsmux)" },
+            s.message_bytes,
+            s.seconds,
+            s.version,
+            if rep.repeat > 1 { format!("; median of {} runs, min-max below", rep.repeat) } else { String::new() },
         );
         let mut h = format!("{:name_w$}", "");
         for col in [
