@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use super::{delay, rows::ms_text};
 use crate::common::{self, SmuxOpts};
 
+/// The text after the flags in `rsmux bench --help`.
 pub const EXAMPLES: &str = "\
 Examples:
   rsmux bench                                  full comparison, 3 runs of each (about a minute)
@@ -205,8 +206,9 @@ pub const IDLE_STREAMS: usize = 10_000;
 pub const MANY_STREAMS: usize = 100;
 /// Streams in the many-streams echo workload.
 pub const ECHO_STREAMS: usize = 16;
-/// Bytes per `S` request: one stream, and each of the many streams (as the Go peer).
+/// Bytes per `S` request on the one stream (as the Go peer).
 pub const ONE_ROUND: u64 = 16 << 20;
+/// Bytes per `S` request on each of the many streams.
 pub const MANY_ROUND: u64 = 1 << 20;
 /// Extra time a workload may take beyond its duration before it counts as hung.
 pub const GRACE: Duration = Duration::from_secs(30);

@@ -121,6 +121,7 @@ pub fn shared_y_max(panels: &[Panel]) -> f64 {
 /// stream one line (an SVG `<polyline>`; the legend uses rectangles). Text is left to the
 /// SVG viewer's sans-serif font: no font is read here.
 pub fn svg(panels: &[Panel], subtitle: &str) -> Result<String, String> {
+    // Width, height of a panel, height of the title block.
     const W: u32 = 960;
     const PH: u32 = 320;
     const TOP: u32 = 70;

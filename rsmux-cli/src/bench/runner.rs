@@ -24,6 +24,7 @@ use super::{
 };
 use crate::common::SmuxOpts;
 
+/// Everything a run needs: the flags, the programs, the progress bar and the probes.
 pub struct Ctx {
     pub args: BenchArgs,
     /// Duration of a timed workload on direct loopback.
@@ -32,12 +33,14 @@ pub struct Ctx {
     pub exe: PathBuf,
     /// The Go peer, or why there is none.
     pub go: std::result::Result<PathBuf, String>,
+    /// Hidden unless both outputs are terminals.
     pub progress: ProgressBar,
     /// Per `--rtt` value other than 0: a 1-byte round trip through the proxy, as measured.
     pub probes: Vec<(Duration, std::result::Result<Duration, String>)>,
 }
 
 impl Ctx {
+    /// Shows what runs now (and logs it at debug level).
     pub fn step(&self, msg: String) {
         tracing::debug!("bench: {msg}");
         self.progress.set_message(msg);
