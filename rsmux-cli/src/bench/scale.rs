@@ -69,7 +69,8 @@ pub struct ScaleServer {
     pub rss_idle_bytes: Stat,
     /// Highest server `VmRSS` sampled during the rounds.
     pub rss_busy_bytes: Stat,
-    /// Server `VmHWM` at the end.
+    /// Server `VmHWM` at the end, or a `VmRSS` sample if larger (the kernel updates the
+    /// high-water mark lazily, so a sample can exceed it by a few pages).
     pub rss_peak_bytes: Stat,
     /// Server CPU seconds (user + system) during the rounds.
     pub server_cpu_seconds: Stat,
@@ -84,6 +85,11 @@ struct Run {
     busy: Option<u64>,
     peak: Option<u64>,
     cpu: Option<f64>,
+}
+
+/// The peak resident memory: `VmHWM`, or the largest `VmRSS` seen if larger.
+fn peak_of(hwm: Option<u64>, idle: Option<u64>, busy: Option<u64>) -> Option<u64> {
+    [hwm, idle, busy].into_iter().flatten().max()
 }
 
 /// The servers compared.
@@ -329,7 +335,7 @@ async fn drive(
         setup,
         idle,
         busy,
-        peak,
+        peak: peak_of(peak, idle, busy),
         cpu: cpu_before
             .zip(cpu_after)
             .map(|(a, b)| b.saturating_sub(a).as_secs_f64()),
@@ -433,7 +439,7 @@ async fn drive_go(
         setup,
         idle,
         busy,
-        peak,
+        peak: peak_of(peak, idle, busy),
         cpu: cpu_before
             .zip(cpu_after)
             .map(|(a, b)| b.saturating_sub(a).as_secs_f64()),
