@@ -418,3 +418,51 @@ fn notes(out: &mut String, rep: &Report, local: bool) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(runs: &[f64]) -> Stat {
+        Stat::new(runs.iter().map(|x| Some(*x)).collect(), |x| x)
+    }
+
+    #[test]
+    fn cells_show_median_range_and_triple() {
+        let s = stat(&[3.0, 1.0, 2.0]);
+        assert_eq!(median_cell(&s, 1), "2.0");
+        assert_eq!(range_cell(&s, 0), "1-3");
+        assert_eq!(triple_cell(&s), "1.00/2.00/3.00");
+        let none = Stat::new(vec![None, None], |x| x);
+        assert_eq!(median_cell(&none, 0), "-");
+        assert_eq!(range_cell(&none, 0), "");
+        assert_eq!(triple_cell(&none), "-");
+    }
+
+    #[test]
+    fn a_row_has_a_range_line_only_with_several_runs() {
+        let s = stat(&[10.0, 30.0, 20.0]);
+        let mut out = String::new();
+        stat_lines(&mut out, "row", 6, &[(Some(&s), 0), (None, 0)], None, 3);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(lines[0].starts_with("row") && lines[0].contains("20") && lines[0].ends_with('-'));
+        assert!(lines[1].trim() == "10-30", "{out}");
+        let mut one = String::new();
+        stat_lines(&mut one, "row", 6, &[(Some(&stat(&[5.0])), 0)], None, 1);
+        assert_eq!(one.lines().count(), 1, "{one}");
+    }
+
+    #[test]
+    fn echo_columns_get_short_names() {
+        assert_eq!(
+            short(Workload::EchoMany, true),
+            format!("echo {ECHO_STREAMS}")
+        );
+        assert_eq!(short(Workload::EchoOne, true), "echo 1");
+        assert_eq!(
+            short(Workload::Many, true),
+            format!("{MANY_STREAMS} streams")
+        );
+    }
+}
