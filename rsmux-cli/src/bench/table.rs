@@ -94,10 +94,11 @@ fn stat_lines(
     let mut line = format!("{name:name_w$}");
     let mut range = format!("{:name_w$}", "");
     for (s, d) in cells {
+        // A leading space keeps a figure as wide as the column apart from the last.
         let m = s.map_or("-".into(), |s| median_cell(s, *d));
-        let _ = write!(line, "{m:>COL$}");
+        let _ = write!(line, "{:>COL$}", format!(" {m}"));
         let rg = s.map_or(String::new(), |s| range_cell(s, *d));
-        let _ = write!(range, "{rg:>COL$}");
+        let _ = write!(range, "{:>COL$}", format!(" {rg}"));
     }
     if let Some(e) = extra {
         let _ = write!(line, "{e:>COL$}");
@@ -318,9 +319,9 @@ pub fn render(rep: &Report) -> String {
             let cells = [
                 (Some(&srv.rounds_per_s), 0),
                 (Some(&srv.setup_seconds), 2),
-                (Some(&idle), 1),
-                (Some(&busy), 1),
-                (Some(&peak), 1),
+                (Some(&idle), 0),
+                (Some(&busy), 0),
+                (Some(&peak), 0),
                 (Some(&srv.server_cpu_seconds), 2),
             ];
             stat_lines(&mut out, srv.name, name_w, &cells, None, rep.repeat);
@@ -451,6 +452,15 @@ mod tests {
         let mut one = String::new();
         stat_lines(&mut one, "row", 6, &[(Some(&stat(&[5.0])), 0)], None, 1);
         assert_eq!(one.lines().count(), 1, "{one}");
+    }
+
+    #[test]
+    fn wide_ranges_stay_apart() {
+        let a = stat(&[1648.2, 1706.5]);
+        let mut out = String::new();
+        stat_lines(&mut out, "r", 2, &[(Some(&a), 1), (Some(&a), 1)], None, 2);
+        let range = out.lines().nth(1).unwrap();
+        assert_eq!(range.split_whitespace().count(), 2, "{out}");
     }
 
     #[test]
