@@ -1,5 +1,5 @@
 //! Child processes of the benchmark: `rsmux __bench-server`, `rsmux echo`, and the Go peer
-//! (`interop/go/bin/smuxpeer`).
+//! (`interop/go/bin/smuxpeer`), and the workloads a Go client runs.
 
 use std::{
     net::SocketAddr,
@@ -9,10 +9,19 @@ use std::{
     time::Duration,
 };
 
+use serde_json::Value;
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader},
     process::{Child, Command},
 };
+
+use super::{
+    args::{ECHO_STREAMS, MANY_STREAMS},
+    rows::{Figure, Row, Workload},
+    runner::{bounded, Ctx},
+    workload::{self, Opener, Ops, Rate},
+};
+use crate::common;
 
 /// A child process that is killed when dropped. Its stderr is kept (the last few KiB) for
 /// error messages.
@@ -107,6 +116,11 @@ impl Peer {
                 ))
             }
         }
+    }
+
+    /// The child's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// The last line the child wrote on stderr.
@@ -211,4 +225,104 @@ fn workspace_root() -> Option<PathBuf> {
 fn in_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+/// Runs the Go peer's `bench-client` for one workload and reads its JSON line.
+pub async fn go_client_workload(
+    ctx: &Ctx,
+    row: &Row,
+    addr: SocketAddr,
+    w: Workload,
+) -> std::result::Result<Figure, String> {
+    let go = ctx.go.as_ref().map_err(Clone::clone)?;
+    let mode = match w {
+        Workload::One => "one",
+        Workload::Many => "many",
+        Workload::OpenClose => "openclose",
+        Workload::EchoOne | Workload::EchoMany => {
+            return Err("the Go bench-client has no echo mode".into())
+        }
+    };
+    let mut a: Vec<String> = [
+        "bench-client",
+        "-connect",
+        &addr.to_string(),
+        "-mode",
+        mode,
+        "-dir",
+        "up",
+        "-seconds",
+        &common::secs(ctx.dur(row.rtt)),
+        "-json",
+        "-quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if w == Workload::Many {
+        a.extend(["-streams".to_string(), MANY_STREAMS.to_string()]);
+    }
+    a.extend(ctx.smux(row).go_flags(row.version.unwrap_or(1)));
+    let out = run_to_end(go, &a, ctx.limit(row)).await?;
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| format!("Go bench-client printed no JSON: {}", last_line(&out)))?;
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("Go bench-client JSON: {e}"))?;
+    let f = |k: &str| v.get(k).and_then(Value::as_f64);
+    let secs = f("seconds").ok_or("Go bench-client JSON lacks 'seconds'")?;
+    Ok(match w {
+        Workload::OpenClose => Figure::Ops(Ops {
+            ops: f("ops").ok_or("Go bench-client JSON lacks 'ops'")? as u64,
+            secs,
+        }),
+        _ => Figure::Rate(Rate {
+            bytes: f("bytes").ok_or("Go bench-client JSON lacks 'bytes'")? as u64,
+            secs,
+        }),
+    })
+}
+
+/// An echo workload with a Go smux client: the Go peer's `tunnel-client` holds one session
+/// to the echo server and carries each TCP connection this process makes to it as one
+/// stream. The loopback hop to the tunnel costs the same for every server it is pointed at.
+pub async fn go_echo_workload(
+    ctx: &Ctx,
+    row: &Row,
+    addr: SocketAddr,
+    w: Workload,
+) -> std::result::Result<Figure, String> {
+    let go = ctx.go.as_ref().map_err(Clone::clone)?;
+    let streams = if w == Workload::EchoMany {
+        ECHO_STREAMS
+    } else {
+        1
+    };
+    let mut a: Vec<String> = [
+        "tunnel-client",
+        "-listen",
+        "127.0.0.1:0",
+        "-server",
+        &addr.to_string(),
+        "-quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(ctx.smux(row).go_flags(row.version.unwrap_or(1)));
+    let tunnel = Peer::start(go, &a).await?;
+    let opener = Opener::Tcp(tunnel.addr);
+    let res = bounded(
+        workload::echo(&opener, streams, ctx.dur(row.rtt)),
+        ctx.limit(row),
+    )
+    .await
+    .map(Figure::Rate)
+    .map_err(|e| match tunnel.last_error() {
+        l if l.is_empty() => e,
+        l => format!("{e} (Go tunnel-client said: {l})"),
+    });
+    tunnel.stop().await;
+    res
 }

@@ -23,6 +23,7 @@ use super::server::{DATA, IO_SIZE};
 /// Any byte stream a workload can use.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+/// A boxed [`Io`]: what [`Opener::open`] returns.
 pub type BoxIo = Box<dyn Io>;
 
 /// Opens streams: a TCP connection each, or a stream of one smux session.
@@ -88,6 +89,7 @@ pub struct Ops {
 }
 
 impl Ops {
+    /// Microseconds per operation.
     pub fn us_per_op(&self) -> f64 {
         self.secs * 1e6 / self.ops.max(1) as f64
     }

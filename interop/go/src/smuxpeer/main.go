@@ -14,6 +14,7 @@
 //	smuxpeer tunnel-client -listen ADDR -server HOST:PORT
 //	smuxpeer bench-server  -listen ADDR
 //	smuxpeer bench-client  -connect ADDR -mode one|many|openclose -seconds S [-json]
+//	smuxpeer scale-client  -connect ADDR -sessions N -streams M -seconds S (see scale.go)
 //	smuxpeer tcp-echo      -listen ADDR              plain TCP echo (tunnel target)
 //	smuxpeer bigstream     -listen ADDR              writes/reads N bytes per stream on request
 //
@@ -254,6 +255,7 @@ var roles = map[string]roleFunc{
 	"tunnel-client": runTunnelClient,
 	"bench-server":  runBenchServer,
 	"bench-client":  runBenchClient,
+	"scale-client":  runScaleClient,
 	"tcp-echo":      runTCPEcho,
 	"bigstream":     runBigStream,
 }
