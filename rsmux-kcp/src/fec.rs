@@ -1,0 +1,376 @@
+//! Forward error correction in kcp-go's format: Reed-Solomon over groups of datagrams.
+//!
+//! When the sender has `datashard > 0 && parityshard > 0`, every datagram's payload (after the
+//! crypt header) starts with an 8-byte FEC header: seqid (u32 LE, one per datagram, data and
+//! parity alike), type (u16 LE: `0xf1` data, `0xf2` parity) and, for data, a u16 size that
+//! counts itself plus the KCP bytes that follow. Seqids `k·(d+p) .. k·(d+p)+d-1` are data, the
+//! next `p` parity. Parity covers bytes `[6..]` of each data shard (size field + KCP bytes),
+//! zero-padded to the longest data shard of the group. The code is klauspost/reedsolomon's
+//! default (systematic Vandermonde, GF(2^8)), which `reed-solomon-erasure` reproduces exactly.
+//!
+//! Detection is per datagram: the u16 at offset 4 of a plain KCP datagram is `cmd + frg`
+//! (81..84 + 0), never `0xf1`/`0xf2`, so FEC and plain datagrams can be told apart.
+//!
+//! The decoder groups shards by `seqid / (d+p)` using its own configured `d`/`p` (kcp-go
+//! auto-detects them; here both ends must agree when both use FEC, as kcptun's defaults do).
+//! It keeps at most [`MAX_GROUPS`] incomplete groups: memory is bounded whatever arrives.
+
+use std::collections::BTreeMap;
+
+use reed_solomon_erasure::galois_8::ReedSolomon;
+
+/// Bytes of FEC header before the payload: seqid (4) + type (2) + size (2).
+pub const HEADER_SIZE: usize = 8;
+/// Type of a data shard.
+pub const TYPE_DATA: u16 = 0xf1;
+/// Type of a parity shard.
+pub const TYPE_PARITY: u16 = 0xf2;
+/// Incomplete groups the decoder keeps before it forgets the oldest.
+pub const MAX_GROUPS: usize = 4;
+
+/// Bad FEC shard counts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad FEC shard counts {data}+{parity}: need 1..=255 data, 1..=255 parity, sum <= 256")]
+pub struct ShardError {
+    /// Requested data shards.
+    pub data: usize,
+    /// Requested parity shards.
+    pub parity: usize,
+}
+
+fn codec(data: usize, parity: usize) -> Result<ReedSolomon, ShardError> {
+    ReedSolomon::new(data, parity).map_err(|_| ShardError { data, parity })
+}
+
+/// Reads the FEC type of a datagram payload (after the crypt header), if it has one.
+pub fn shard_type(payload: &[u8]) -> Option<u16> {
+    let t = u16::from_le_bytes(payload.get(4..6)?.try_into().ok()?);
+    (t == TYPE_DATA || t == TYPE_PARITY).then_some(t)
+}
+
+/// Adds FEC headers to outgoing payloads and makes parity datagrams.
+pub struct Encoder {
+    rs: ReedSolomon,
+    data: usize,
+    parity: usize,
+    next_seqid: u32,
+    wrap: u32,
+    /// Bytes `[6..]` of the data shards of the current group.
+    shards: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("fec::Encoder")
+            .field("data", &self.data)
+            .field("parity", &self.parity)
+            .field("next_seqid", &self.next_seqid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Encoder {
+    /// An encoder for `data` data and `parity` parity shards per group.
+    pub fn new(data: usize, parity: usize) -> Result<Self, ShardError> {
+        let rs = codec(data, parity)?;
+        let group = (data + parity) as u32;
+        Ok(Encoder {
+            rs,
+            data,
+            parity,
+            next_seqid: 0,
+            wrap: (u32::MAX / group) * group,
+            shards: Vec::with_capacity(data),
+        })
+    }
+
+    fn take_seqid(&mut self) -> u32 {
+        let id = self.next_seqid;
+        self.next_seqid = (self.next_seqid + 1) % self.wrap;
+        id
+    }
+
+    /// Writes the header into `packet[..8]`, whose KCP bytes start at `packet[8..]`; when this
+    /// completes a group, calls `emit_parity` with each parity payload (header included).
+    pub fn encode(&mut self, packet: &mut [u8], mut emit_parity: impl FnMut(&[u8])) {
+        assert!(packet.len() >= HEADER_SIZE && packet.len() - 6 <= u16::MAX as usize);
+        let seqid = self.take_seqid();
+        packet[..4].copy_from_slice(&seqid.to_le_bytes());
+        packet[4..6].copy_from_slice(&TYPE_DATA.to_le_bytes());
+        let size = (packet.len() - 6) as u16;
+        packet[6..8].copy_from_slice(&size.to_le_bytes());
+        self.shards.push(packet[6..].to_vec());
+        if self.shards.len() < self.data {
+            return;
+        }
+        let len = self.shards.iter().map(Vec::len).max().unwrap_or(0);
+        for s in &mut self.shards {
+            s.resize(len, 0);
+        }
+        let mut parity = vec![vec![0u8; len]; self.parity];
+        self.rs
+            .encode_sep(&self.shards, &mut parity)
+            .expect("equal shard lengths");
+        self.shards.clear();
+        let mut out = vec![0u8; 6 + len];
+        for p in parity {
+            let seqid = self.take_seqid();
+            out[..4].copy_from_slice(&seqid.to_le_bytes());
+            out[4..6].copy_from_slice(&TYPE_PARITY.to_le_bytes());
+            out[6..].copy_from_slice(&p);
+            emit_parity(&out);
+        }
+    }
+}
+
+struct Group {
+    shards: Vec<Option<Vec<u8>>>,
+    have: usize,
+    done: bool,
+}
+
+/// What the decoder made of one FEC datagram.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Decoded<'a> {
+    /// The KCP bytes of the datagram itself, if it is a well-formed data shard.
+    pub data: Option<&'a [u8]>,
+    /// KCP bytes of data shards of the group that were lost and are now recovered.
+    pub recovered: Vec<Vec<u8>>,
+}
+
+/// Strips FEC headers from received datagrams and recovers lost data shards.
+pub struct Decoder {
+    rs: ReedSolomon,
+    data: usize,
+    parity: usize,
+    groups: BTreeMap<u32, Group>,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("fec::Decoder")
+            .field("data", &self.data)
+            .field("parity", &self.parity)
+            .field("groups", &self.groups.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses a data shard's `[size][kcp bytes][padding]` body; `None` if the size is bad.
+fn shard_body(body: &[u8]) -> Option<&[u8]> {
+    let size = u16::from_le_bytes(body.get(..2)?.try_into().ok()?) as usize;
+    if size < 2 || size > body.len() {
+        return None;
+    }
+    Some(&body[2..size])
+}
+
+impl Decoder {
+    /// A decoder for groups of `data` + `parity` shards.
+    pub fn new(data: usize, parity: usize) -> Result<Self, ShardError> {
+        Ok(Decoder {
+            rs: codec(data, parity)?,
+            data,
+            parity,
+            groups: BTreeMap::new(),
+        })
+    }
+
+    /// Incomplete groups held (at most [`MAX_GROUPS`]).
+    pub fn pending_groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Takes one datagram payload that carries an FEC header (see [`shard_type`]).
+    pub fn decode<'a>(&mut self, payload: &'a [u8]) -> Decoded<'a> {
+        let mut out = Decoded::default();
+        let Some(kind) = shard_type(payload) else {
+            return out;
+        };
+        let seqid = u32::from_le_bytes(payload[..4].try_into().expect("4 bytes"));
+        let body = &payload[6..];
+        if kind == TYPE_DATA {
+            out.data = shard_body(body);
+            if out.data.is_none() {
+                return out;
+            }
+        }
+        let n = self.data + self.parity;
+        let group_id = seqid / n as u32;
+        let index = (seqid % n as u32) as usize;
+        // Data shards sit at 0..d, parity at d..n; a shard whose type contradicts its position
+        // comes from a peer with other shard counts: no recovery for it.
+        if (kind == TYPE_DATA) != (index < self.data) || body.len() > u16::MAX as usize {
+            return out;
+        }
+        if !self.groups.contains_key(&group_id) {
+            if self.groups.len() >= MAX_GROUPS {
+                let oldest = *self.groups.keys().next().expect("non-empty");
+                // A shard older than every group we hold is too late to help.
+                if group_id < oldest && oldest - group_id < u32::MAX / 2 {
+                    return out;
+                }
+                self.groups.remove(&oldest);
+            }
+            self.groups.insert(
+                group_id,
+                Group {
+                    shards: vec![None; n],
+                    have: 0,
+                    done: false,
+                },
+            );
+        }
+        let group = self.groups.get_mut(&group_id).expect("inserted");
+        if group.done || group.shards[index].is_some() {
+            return out;
+        }
+        group.shards[index] = Some(body.to_vec());
+        group.have += 1;
+        let data_have = group.shards[..self.data]
+            .iter()
+            .filter(|s| s.is_some())
+            .count();
+        if data_have == self.data {
+            group.done = true;
+            group.shards = Vec::new();
+            return out;
+        }
+        if group.have < self.data {
+            return out;
+        }
+        // Enough shards to rebuild the missing data ones: parity is as long as the longest
+        // data shard, shorter data shards were zero-padded by the sender.
+        group.done = true;
+        let mut shards = std::mem::take(&mut group.shards);
+        let Some(len) = shards[self.data..].iter().flatten().map(Vec::len).next() else {
+            return out;
+        };
+        if shards.iter().flatten().any(|s| s.len() > len)
+            || shards[self.data..].iter().flatten().any(|s| s.len() != len)
+        {
+            return out;
+        }
+        let missing: Vec<usize> = (0..self.data).filter(|&i| shards[i].is_none()).collect();
+        for s in shards.iter_mut().flatten() {
+            s.resize(len, 0);
+        }
+        if self.rs.reconstruct_data(&mut shards).is_err() {
+            return out;
+        }
+        for i in missing {
+            if let Some(kcp) = shards[i].as_deref().and_then(shard_body) {
+                if !kcp.is_empty() {
+                    out.recovered.push(kcp.to_vec());
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(d: usize, p: usize, lens: &[usize]) -> Vec<Vec<u8>> {
+        let mut enc = Encoder::new(d, p).unwrap();
+        let mut out = Vec::new();
+        for (i, &len) in lens.iter().enumerate() {
+            let mut pkt = vec![0u8; HEADER_SIZE + len];
+            for (j, b) in pkt[HEADER_SIZE..].iter_mut().enumerate() {
+                *b = (i * 31 + j) as u8;
+            }
+            let mut parity = Vec::new();
+            enc.encode(&mut pkt, |p| parity.push(p.to_vec()));
+            out.push(pkt);
+            out.extend(parity);
+        }
+        out
+    }
+
+    #[test]
+    fn header_layout() {
+        let pkts = group(2, 1, &[3, 5]);
+        assert_eq!(pkts.len(), 3);
+        assert_eq!(&pkts[0][..8], &[0, 0, 0, 0, 0xf1, 0, 5, 0]);
+        assert_eq!(&pkts[1][..8], &[1, 0, 0, 0, 0xf1, 0, 7, 0]);
+        assert_eq!(&pkts[2][..6], &[2, 0, 0, 0, 0xf2, 0]);
+        // Parity covers size + data, padded to the longest shard (2 + 5).
+        assert_eq!(pkts[2].len(), 6 + 7);
+        assert_eq!(shard_type(&pkts[2]), Some(TYPE_PARITY));
+        assert_eq!(shard_type(&[0, 0, 0, 0, 81, 0]), None);
+    }
+
+    #[test]
+    fn recovers_any_lost_data_shards_up_to_parity() {
+        let (d, p) = (10, 3);
+        let lens: Vec<usize> = (0..d).map(|i| 20 + i * 37).collect();
+        let pkts = group(d, p, &lens);
+        assert_eq!(pkts.len(), d + p);
+        for lost in [vec![0], vec![3, 9], vec![0, 1, 2], vec![9, 10, 12]] {
+            let mut dec = Decoder::new(d, p).unwrap();
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            for (i, pkt) in pkts.iter().enumerate() {
+                if lost.contains(&i) {
+                    continue;
+                }
+                let r = dec.decode(pkt);
+                if let Some(data) = r.data {
+                    got.push(data.to_vec());
+                }
+                got.extend(r.recovered);
+            }
+            let mut want: Vec<Vec<u8>> = pkts[..d]
+                .iter()
+                .map(|p| p[HEADER_SIZE..].to_vec())
+                .collect();
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "lost {lost:?}");
+        }
+    }
+
+    #[test]
+    fn too_many_losses_recover_nothing_and_memory_stays_bounded() {
+        let (d, p) = (4, 2);
+        let mut dec = Decoder::new(d, p).unwrap();
+        let mut enc = Encoder::new(d, p).unwrap();
+        for i in 0..10_000u32 {
+            let mut pkt = vec![0u8; HEADER_SIZE + 10];
+            pkt[8] = i as u8;
+            let mut parity = Vec::new();
+            enc.encode(&mut pkt, |p| parity.push(p.to_vec()));
+            // Lose every other data shard and all parity: nothing recoverable.
+            if i % 2 == 0 {
+                let r = dec.decode(&pkt);
+                assert!(r.recovered.is_empty());
+            }
+            assert!(dec.pending_groups() <= MAX_GROUPS);
+        }
+    }
+
+    #[test]
+    fn hostile_shards_never_panic() {
+        let mut dec = Decoder::new(3, 2).unwrap();
+        let mut seed = 0x1234_5678u32;
+        for _ in 0..20_000 {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let len = (seed >> 8) as usize % 40;
+            let mut pkt: Vec<u8> = (0..len).map(|i| (seed >> (i % 24)) as u8).collect();
+            if len >= 6 {
+                pkt[4] = if seed & 1 == 0 { 0xf1 } else { 0xf2 };
+                pkt[5] = 0;
+                pkt[0] = (seed >> 3) as u8 % 8;
+                pkt[1..4].fill(0);
+            }
+            let _ = dec.decode(&pkt);
+            assert!(dec.pending_groups() <= MAX_GROUPS);
+        }
+        // Size field larger than the shard, or below 2: no data.
+        assert_eq!(dec.decode(&[9, 0, 0, 0, 0xf1, 0, 200, 0, 1]).data, None);
+        assert_eq!(dec.decode(&[10, 0, 0, 0, 0xf1, 0, 1, 0, 1]).data, None);
+        assert!(Encoder::new(0, 3).is_err());
+        assert!(Decoder::new(200, 100).is_err());
+    }
+}
