@@ -68,4 +68,4 @@ pub use config::{ConfigError, KcpConfig, Mode};
 pub use conn::Stats;
 pub use crypt::CryptKind;
 pub use listener::KcpListener;
-pub use stream::KcpStream;
+pub use stream::{KcpStream, StatsHandle};

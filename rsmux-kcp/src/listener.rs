@@ -20,6 +20,14 @@ use crate::stream::{drive, Inner, KcpStream, Route};
 #[derive(Debug, Default)]
 struct Counters {
     rejected_peers: AtomicU64,
+    rejected_changed: tokio::sync::Notify,
+}
+
+impl Counters {
+    fn reject(&self) {
+        self.rejected_peers.fetch_add(1, Ordering::Relaxed);
+        self.rejected_changed.notify_waiters();
+    }
 }
 
 /// A KCP server socket: every new source address that sends a valid first datagram (right
@@ -88,6 +96,17 @@ impl KcpListener {
     /// Datagrams from new addresses dropped because `max_peers` or `accept_backlog` was full.
     pub fn rejected_peers(&self) -> u64 {
         self.counters.rejected_peers.load(Ordering::Relaxed)
+    }
+
+    /// Waits until [`KcpListener::rejected_peers`] is at least `n` (for monitoring and tests).
+    pub async fn rejected_peers_reach(&self, n: u64) {
+        loop {
+            let changed = self.counters.rejected_changed.notified();
+            if self.rejected_peers() >= n {
+                return;
+            }
+            changed.await;
+        }
     }
 }
 
@@ -179,7 +198,7 @@ impl Demux {
             return;
         };
         if self.peers.len() >= self.config.max_peers || self.accept.capacity() == 0 {
-            self.counters.rejected_peers.fetch_add(1, Ordering::Relaxed);
+            self.counters.reject();
             return;
         }
         let conn = Connection::new(conv, &self.config, self.crypt.clone());
@@ -194,7 +213,7 @@ impl Demux {
             self.socket.local_addr().unwrap_or(from),
         );
         if self.accept.try_send((stream, from)).is_err() {
-            self.counters.rejected_peers.fetch_add(1, Ordering::Relaxed);
+            self.counters.reject();
             return;
         }
         let generation = self.next_generation;

@@ -368,6 +368,33 @@ impl KcpStream {
     pub fn stats(&self) -> Stats {
         self.inner.lock().conn.stats()
     }
+
+    /// A handle that reads this connection's counters after the stream was moved (for
+    /// example into an `rsmux::Session`).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// Reads a connection's [`Stats`]; see [`KcpStream::stats_handle`].
+#[derive(Clone)]
+pub struct StatsHandle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for StatsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("StatsHandle").field(&self.get()).finish()
+    }
+}
+
+impl StatsHandle {
+    /// The counters now.
+    pub fn get(&self) -> Stats {
+        self.inner.lock().conn.stats()
+    }
 }
 
 impl AsyncRead for KcpStream {

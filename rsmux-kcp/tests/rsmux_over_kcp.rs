@@ -1,0 +1,127 @@
+//! rsmux to rsmux over KCP: KcpStream::connect against KcpListener, clean and lossy links,
+//! plus the listener's bounds.
+
+mod support;
+
+use std::time::Duration;
+
+use rsmux::Session;
+use rsmux_kcp::{KcpConfig, KcpListener, KcpStream, StatsHandle};
+use support::*;
+use tokio::sync::mpsc;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A listener whose sessions forward streams to an echo target; also reports each accepted
+/// connection's stats handle.
+async fn server(
+    config: &KcpConfig,
+    smux: u8,
+) -> (std::net::SocketAddr, mpsc::UnboundedReceiver<StatsHandle>) {
+    let target = echo_target().await;
+    let listener = KcpListener::bind("127.0.0.1:0", config).await.unwrap();
+    let addr = listener.local_addr();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((kcp, _)) = listener.accept().await {
+            let _ = tx.send(kcp.stats_handle());
+            let session = Session::server(kcp, kcptun_smux(smux)).unwrap();
+            tokio::spawn(forward_streams(session, target));
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsmux_to_rsmux_defaults_v1_and_v2() {
+    tokio::time::timeout(LIMIT, async {
+        for smux in [1u8, 2] {
+            let (addr, _) = server(&KcpConfig::kcptun_server(), smux).await;
+            let kcp = KcpStream::connect(addr, &KcpConfig::default())
+                .await
+                .unwrap();
+            let session = Session::client(kcp, kcptun_smux(smux)).unwrap();
+            for (len, seed) in [(1, 1), (4 << 20, 2)] {
+                let stream = session.open_stream().await.unwrap();
+                echo_exact(stream, &payload(len, seed)).await;
+            }
+        }
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lossy_link_stays_exact_and_fec_recovers_both_ways() {
+    tokio::time::timeout(LIMIT, async {
+        let (addr, mut accepted) = server(&KcpConfig::kcptun_server(), 1).await;
+        let (relay, counts) = lossy_relay(addr, 3, 1, 2).await;
+        let kcp = KcpStream::connect(relay, &KcpConfig::default())
+            .await
+            .unwrap();
+        let client_stats = kcp.stats_handle();
+        let session = Session::client(kcp, kcptun_smux(1)).unwrap();
+        let stream = session.open_stream().await.unwrap();
+        echo_exact(stream, &payload(2 << 20, 5)).await;
+        let server_stats = accepted.recv().await.unwrap();
+        let (c, s) = (client_stats.get(), server_stats.get());
+        eprintln!(
+            "relay dropped {}, duplicated {}, reordered {}; client {c:?}; server {s:?}",
+            counts.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            counts.duplicated.load(std::sync::atomic::Ordering::Relaxed),
+            counts.reordered.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        assert!(c.fec_recovered > 0, "client recovered nothing: {c:?}");
+        assert!(s.fec_recovered > 0, "server recovered nothing: {s:?}");
+    })
+    .await
+    .expect("timed out");
+}
+
+/// Datagrams from more source addresses than `max_peers`: the extra peers are refused and
+/// counted, the admitted ones still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_bounds_peers() {
+    tokio::time::timeout(LIMIT, async {
+        let config = KcpConfig {
+            max_peers: 4,
+            accept_backlog: 2,
+            ..KcpConfig::kcptun_server()
+        };
+        let listener = KcpListener::bind("127.0.0.1:0", &config).await.unwrap();
+        let addr = listener.local_addr();
+        // Ten clients each send one segment; only `accept_backlog` wait for accept.
+        let mut clients = Vec::new();
+        for _ in 0..10 {
+            let mut kcp = KcpStream::connect(addr, &KcpConfig::default())
+                .await
+                .unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut kcp, b"x")
+                .await
+                .unwrap();
+            clients.push(kcp);
+        }
+        let (first, _) = listener.accept().await.unwrap();
+        let (_second, _) = listener.accept().await.unwrap();
+        // Every client resends until acked, so refusals keep being counted: wait for them.
+        listener.rejected_peers_reach(8).await;
+        drop(first);
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test]
+async fn bad_config_is_a_clear_error() {
+    let config = KcpConfig {
+        mtu: 2000,
+        ..KcpConfig::default()
+    };
+    let err = KcpStream::connect("127.0.0.1:9", &config)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("--mtu"), "{err}");
+    let err = KcpListener::bind("127.0.0.1:0", &config).await.unwrap_err();
+    assert!(err.to_string().contains("--mtu"), "{err}");
+}
