@@ -119,6 +119,9 @@ pub struct KcpConfig {
     pub compression: bool,
     /// `--acknodelay`: send acks as soon as data arrives instead of at the next interval.
     pub ack_nodelay: bool,
+    /// `--sockbuf`: UDP socket send and receive buffer sizes asked of the OS (capped by its
+    /// limits, e.g. Linux `net.core.rmem_max`). Small buffers drop bursts of a fast sender.
+    pub sockbuf: usize,
     /// A connection that hears nothing from its peer for this long is closed (KCP itself has
     /// no close; smux keepalive keeps a live session well inside this).
     pub idle_timeout: Duration,
@@ -143,6 +146,7 @@ impl Default for KcpConfig {
             parity_shards: 3,
             compression: true,
             ack_nodelay: false,
+            sockbuf: 4 << 20,
             idle_timeout: Duration::from_secs(60),
             max_peers: 1024,
             accept_backlog: 128,

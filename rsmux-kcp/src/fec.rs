@@ -144,6 +144,7 @@ pub struct Decoder {
     data: usize,
     parity: usize,
     groups: BTreeMap<u32, Group>,
+    mismatched: bool,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -173,7 +174,14 @@ impl Decoder {
             data,
             parity,
             groups: BTreeMap::new(),
+            mismatched: false,
         })
+    }
+
+    /// True once shards arrived that do not fit this decoder's shard counts (the peer uses
+    /// other ones): recovery is off, data shards are still used.
+    pub fn mismatched(&self) -> bool {
+        self.mismatched
     }
 
     /// Incomplete groups held (at most [`MAX_GROUPS`]).
@@ -198,9 +206,14 @@ impl Decoder {
         let n = self.data + self.parity;
         let group_id = seqid / n as u32;
         let index = (seqid % n as u32) as usize;
-        // Data shards sit at 0..d, parity at d..n; a shard whose type contradicts its position
-        // comes from a peer with other shard counts: no recovery for it.
-        if (kind == TYPE_DATA) != (index < self.data) || body.len() > u16::MAX as usize {
+        // Data shards sit at 0..d, parity at d..n. A shard whose type contradicts its position
+        // comes from a peer with other shard counts: from then on data shards are only
+        // stripped, never rebuilt (rebuilding with the wrong grouping would make garbage).
+        if (kind == TYPE_DATA) != (index < self.data) {
+            self.mismatched = true;
+            self.groups.clear();
+        }
+        if self.mismatched || body.len() > u16::MAX as usize {
             return out;
         }
         if !self.groups.contains_key(&group_id) {
@@ -348,6 +361,24 @@ mod tests {
             }
             assert!(dec.pending_groups() <= MAX_GROUPS);
         }
+    }
+
+    #[test]
+    fn other_shard_counts_turn_recovery_off_but_keep_data() {
+        // Peer sends 5+2, we expect 10+3: the parity at seqid 5 sits where we expect data.
+        let pkts = group(5, 2, &[10, 20, 30, 40, 50, 60, 70, 80, 90, 100]);
+        let mut dec = Decoder::new(10, 3).unwrap();
+        let mut data = 0;
+        for (i, p) in pkts.iter().enumerate() {
+            if i == 0 {
+                continue; // lost
+            }
+            let r = dec.decode(p);
+            assert!(r.recovered.is_empty());
+            data += usize::from(r.data.is_some());
+        }
+        assert!(dec.mismatched());
+        assert_eq!(data, 9);
     }
 
     #[test]

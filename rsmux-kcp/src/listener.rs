@@ -57,7 +57,9 @@ impl KcpListener {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let socket = Arc::new(UdpSocket::bind(addr).await?);
+        let socket = UdpSocket::bind(addr).await?;
+        crate::stream::set_buffers(&socket, config.sockbuf);
+        let socket = Arc::new(socket);
         let local = socket.local_addr()?;
         let (tx, rx) = mpsc::channel(config.accept_backlog);
         let counters = Arc::new(Counters::default());

@@ -298,6 +298,13 @@ impl std::fmt::Debug for KcpStream {
     }
 }
 
+/// Asks for `size`-byte socket buffers; the OS may cap them, which is not an error.
+pub(crate) fn set_buffers(socket: &UdpSocket, size: usize) {
+    let s = socket2::SockRef::from(socket);
+    let _ = s.set_recv_buffer_size(size);
+    let _ = s.set_send_buffer_size(size);
+}
+
 fn invalid_input(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, e.to_string())
 }
@@ -340,6 +347,7 @@ impl KcpStream {
             "[::]:0".parse().expect("literal")
         };
         let socket = UdpSocket::bind(bind).await?;
+        set_buffers(&socket, config.sockbuf);
         socket.connect(peer).await?;
         let local = socket.local_addr()?;
         let crypt = Crypt::new(config.crypt, &config.key);

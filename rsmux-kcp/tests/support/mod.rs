@@ -217,7 +217,11 @@ pub async fn lossy_relay(
             let mut buf = vec![0u8; 2048];
             let mut held: Option<Vec<u8>> = None;
             let mut x = 1u64;
-            while let Ok((n, from)) = front.recv_from(&mut buf).await {
+            loop {
+                // Errors (ICMP port unreachable while kcptun is still starting) are transient.
+                let Ok((n, from)) = front.recv_from(&mut buf).await else {
+                    continue;
+                };
                 *client.lock().unwrap() = Some(from);
                 relay_one(
                     &buf[..n],
@@ -242,7 +246,10 @@ pub async fn lossy_relay(
             let mut buf = vec![0u8; 2048];
             let mut held: Option<Vec<u8>> = None;
             let mut x = 2u64;
-            while let Ok(n) = back.recv(&mut buf).await {
+            loop {
+                let Ok(n) = back.recv(&mut buf).await else {
+                    continue;
+                };
                 let Some(to) = *client.lock().unwrap() else {
                     continue;
                 };
