@@ -67,5 +67,5 @@ mod stream;
 pub use config::{ConfigError, KcpConfig, Mode};
 pub use conn::Stats;
 pub use crypt::CryptKind;
-pub use listener::KcpListener;
+pub use listener::{KcpListener, ListenerStats};
 pub use stream::{KcpStream, StatsHandle};

@@ -16,17 +16,34 @@ use crate::crypt::{Crypt, MTU_LIMIT};
 use crate::kcp::InputError;
 use crate::stream::{drive, Inner, KcpStream, Route};
 
-/// Counters of a listener.
+/// Counters of a [`KcpListener`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// New peers refused because `max_peers` or `accept_backlog` was full (one per datagram).
+    pub rejected_peers: u64,
+    /// Datagrams from unknown addresses dropped: bad size or CRC (wrong key or cipher,
+    /// garbage), or not a PUSH/ACK that could open a conversation.
+    pub invalid_datagrams: u64,
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     rejected_peers: AtomicU64,
-    rejected_changed: tokio::sync::Notify,
+    invalid_datagrams: AtomicU64,
+    changed: tokio::sync::Notify,
 }
 
 impl Counters {
-    fn reject(&self) {
-        self.rejected_peers.fetch_add(1, Ordering::Relaxed);
-        self.rejected_changed.notify_waiters();
+    fn bump(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    fn get(&self) -> ListenerStats {
+        ListenerStats {
+            rejected_peers: self.rejected_peers.load(Ordering::Relaxed),
+            invalid_datagrams: self.invalid_datagrams.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -95,16 +112,16 @@ impl KcpListener {
         self.local
     }
 
-    /// Datagrams from new addresses dropped because `max_peers` or `accept_backlog` was full.
-    pub fn rejected_peers(&self) -> u64 {
-        self.counters.rejected_peers.load(Ordering::Relaxed)
+    /// The listener's counters now.
+    pub fn stats(&self) -> ListenerStats {
+        self.counters.get()
     }
 
-    /// Waits until [`KcpListener::rejected_peers`] is at least `n` (for monitoring and tests).
-    pub async fn rejected_peers_reach(&self, n: u64) {
+    /// Waits until the counters satisfy `until` (for monitoring and tests).
+    pub async fn stats_reach(&self, until: impl Fn(&ListenerStats) -> bool) {
         loop {
-            let changed = self.counters.rejected_changed.notified();
-            if self.rejected_peers() >= n {
+            let changed = self.counters.changed.notified();
+            if until(&self.counters.get()) {
                 return;
             }
             changed.await;
@@ -157,10 +174,10 @@ impl Demux {
         exited: &mpsc::UnboundedSender<(SocketAddr, u64)>,
     ) {
         let Ok(payload) = self.crypt.open(datagram) else {
-            if let Some(p) = self.peers.get(&from) {
-                let mut s = p.inner.lock();
+            match self.peers.get(&from) {
                 // Counted on the connection as a crypt error.
-                s.input_datagram(&mut []);
+                Some(p) => p.inner.lock().input_datagram(&mut []),
+                None => self.counters.bump(&self.counters.invalid_datagrams),
             }
             return;
         };
@@ -197,10 +214,11 @@ impl Demux {
         exited: &mpsc::UnboundedSender<(SocketAddr, u64)>,
     ) {
         let Some(conv) = new_peer_conv(payload) else {
+            self.counters.bump(&self.counters.invalid_datagrams);
             return;
         };
         if self.peers.len() >= self.config.max_peers || self.accept.capacity() == 0 {
-            self.counters.reject();
+            self.counters.bump(&self.counters.rejected_peers);
             return;
         }
         let conn = Connection::new(conv, &self.config, self.crypt.clone());
@@ -215,7 +233,7 @@ impl Demux {
             self.socket.local_addr().unwrap_or(from),
         );
         if self.accept.try_send((stream, from)).is_err() {
-            self.counters.reject();
+            self.counters.bump(&self.counters.rejected_peers);
             return;
         }
         let generation = self.next_generation;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rsmux::Session;
-use rsmux_kcp::{CryptKind, KcpConfig, KcpListener, KcpStream};
+use rsmux_kcp::{CryptKind, KcpConfig, KcpListener, KcpStream, Mode};
 use support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -58,25 +58,33 @@ async fn rsmux_client_to_kcptun_server_with_defaults() {
     .expect("timed out");
 }
 
+/// An rsmux server (KcpListener + Session::server forwarding to an echo target) and
+/// kcptun-client in front of it with `extra` flags; returns kcptun-client's TCP address.
+async fn rsmux_server_behind_kcptun_client(
+    config: &KcpConfig,
+    smux: u8,
+    extra: &[&str],
+) -> (Kcptun, SocketAddr) {
+    let target = echo_target().await;
+    let listener = KcpListener::bind("127.0.0.1:0", config).await.unwrap();
+    let udp = listener.local_addr();
+    tokio::spawn(async move {
+        while let Ok((kcp, _)) = listener.accept().await {
+            let session = Session::server(kcp, kcptun_smux(smux)).unwrap();
+            tokio::spawn(forward_streams(session, target));
+        }
+    });
+    let tcp = free_tcp_port();
+    let mut a = args(&["-l", &tcp.to_string(), "-r", &udp.to_string(), "--quiet"]);
+    a.extend(args(extra));
+    (Kcptun::start("kcptun-client", &a), tcp)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kcptun_client_to_rsmux_server_with_defaults() {
     tokio::time::timeout(LIMIT, async {
-        let target = echo_target().await;
-        let listener = KcpListener::bind("127.0.0.1:0", &KcpConfig::kcptun_server())
-            .await
-            .unwrap();
-        let udp = listener.local_addr();
-        tokio::spawn(async move {
-            while let Ok((kcp, _)) = listener.accept().await {
-                let session = Session::server(kcp, kcptun_smux(1)).unwrap();
-                tokio::spawn(forward_streams(session, target));
-            }
-        });
-        let tcp = free_tcp_port();
-        let _client = Kcptun::start(
-            "kcptun-client",
-            &args(&["-l", &tcp.to_string(), "-r", &udp.to_string(), "--quiet"]),
-        );
+        let (_client, tcp) =
+            rsmux_server_behind_kcptun_client(&KcpConfig::kcptun_server(), 1, &[]).await;
         let conn = tokio::net::TcpStream::connect(tcp).await.unwrap();
         echo_exact(conn, &payload(10, 3)).await;
         let conn = tokio::net::TcpStream::connect(tcp).await.unwrap();
@@ -91,6 +99,84 @@ async fn kcptun_client_to_rsmux_server_with_defaults() {
         for t in tasks {
             t.await.unwrap();
         }
+    })
+    .await
+    .expect("timed out");
+}
+
+/// kcptun-client against the rsmux server with other crypts, modes, FEC, compression and
+/// smux versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcptun_client_matrix_to_rsmux_server() {
+    tokio::time::timeout(LIMIT, async {
+        let cases: [(CryptKind, Mode, bool, bool, u8); 4] = [
+            (CryptKind::None, Mode::Fast3, false, false, 2),
+            (CryptKind::Salsa20, Mode::Normal, true, true, 1),
+            (CryptKind::Aes128, Mode::Fast2, true, false, 2),
+            (CryptKind::Xor, Mode::Fast, false, true, 1),
+        ];
+        for (i, (crypt, mode, fec, compression, smux)) in cases.into_iter().enumerate() {
+            let config = KcpConfig {
+                crypt,
+                mode,
+                data_shards: if fec { 10 } else { 0 },
+                parity_shards: if fec { 3 } else { 0 },
+                compression,
+                ..KcpConfig::kcptun_server()
+            };
+            let mode_name = match mode {
+                Mode::Normal => "normal",
+                Mode::Fast => "fast",
+                Mode::Fast2 => "fast2",
+                _ => "fast3",
+            };
+            let smuxver = smux.to_string();
+            let mut flags = vec![
+                "--crypt",
+                crypt.name(),
+                "--mode",
+                mode_name,
+                "--smuxver",
+                &smuxver,
+            ];
+            if !fec {
+                flags.extend(["--datashard", "0", "--parityshard", "0"]);
+            }
+            if !compression {
+                flags.push("--nocomp");
+            }
+            let (_client, tcp) = rsmux_server_behind_kcptun_client(&config, smux, &flags).await;
+            let conn = tokio::net::TcpStream::connect(tcp).await.unwrap();
+            echo_exact(conn, &payload(300 << 10, 400 + i as u32)).await;
+        }
+    })
+    .await
+    .expect("timed out");
+}
+
+/// `--mtu 500 --sndwnd 64 --rcvwnd 64` on both ends: every datagram either way fits 500
+/// bytes, and full-size ones are used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_mtu_and_windows_against_kcptun_server() {
+    tokio::time::timeout(LIMIT, async {
+        let flags = ["--mtu", "500", "--sndwnd", "64", "--rcvwnd", "64"];
+        let (_server, udp) = kcptun_server(&flags).await;
+        let (relay, counts) = lossy_relay(udp, 0, 0, 0).await;
+        let config = KcpConfig {
+            mtu: 500,
+            snd_wnd: 64,
+            rcv_wnd: 64,
+            ..KcpConfig::default()
+        };
+        let session = client_session(relay, &config, 1).await;
+        echo_on_new_stream(&session, 300 << 10, 500).await;
+        let up = counts.max_up.load(std::sync::atomic::Ordering::Relaxed);
+        let down = counts.max_down.load(std::sync::atomic::Ordering::Relaxed);
+        assert!((450..=500).contains(&up), "client sent up to {up} bytes");
+        assert!(
+            (450..=500).contains(&down),
+            "kcptun sent up to {down} bytes"
+        );
     })
     .await
     .expect("timed out");

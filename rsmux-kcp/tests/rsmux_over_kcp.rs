@@ -104,8 +104,70 @@ async fn listener_bounds_peers() {
         let (first, _) = listener.accept().await.unwrap();
         let (_second, _) = listener.accept().await.unwrap();
         // Every client resends until acked, so refusals keep being counted: wait for them.
-        listener.rejected_peers_reach(8).await;
+        listener.stats_reach(|s| s.rejected_peers >= 8).await;
         drop(first);
+    })
+    .await
+    .expect("timed out");
+}
+
+/// Junk of every size, datagrams sealed with another key, and valid datagrams that cannot open
+/// a conversation (a window probe, a parity shard) create no connection; a real client
+/// afterwards is the first one accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_datagrams_open_no_connection() {
+    use rsmux_kcp::crypt::{Crypt, HEADER_SIZE};
+    tokio::time::timeout(LIMIT, async {
+        let config = KcpConfig::kcptun_server();
+        let listener = KcpListener::bind("127.0.0.1:0", &config).await.unwrap();
+        let addr = listener.local_addr();
+        let junk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut sent = 0u64;
+        let mut x = 12345u32;
+        for len in (0..200).chain([1349, 1350, 1499, 1500, 1501, 2000]) {
+            let d: Vec<u8> = (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (x >> 16) as u8
+                })
+                .collect();
+            junk.send_to(&d, addr).await.unwrap();
+            sent += 1;
+        }
+        let mut rng = rand::thread_rng();
+        let seal = |crypt: &Crypt, body: &[u8], rng: &mut rand::rngs::ThreadRng| {
+            let mut d = vec![0u8; HEADER_SIZE];
+            d.extend_from_slice(body);
+            crypt.seal(&mut d, rng);
+            d
+        };
+        let mut push = vec![0u8; 24];
+        push[..4].copy_from_slice(&7u32.to_le_bytes());
+        push[4] = 81;
+        let mut wask = push.clone();
+        wask[4] = 83;
+        let parity = [0, 0, 0, 0, 0xf2, 0, 1, 2, 3, 4];
+        let right = Crypt::new(config.crypt, &config.key);
+        let wrong = Crypt::new(config.crypt, "not the key");
+        for d in [
+            seal(&wrong, &push, &mut rng),
+            seal(&right, &wask, &mut rng),
+            seal(&right, &parity, &mut rng),
+            seal(&right, &push[..20], &mut rng),
+        ] {
+            junk.send_to(&d, addr).await.unwrap();
+            sent += 1;
+        }
+        listener.stats_reach(|s| s.invalid_datagrams >= sent).await;
+        assert_eq!(listener.stats().invalid_datagrams, sent);
+        let mut kcp = KcpStream::connect(addr, &KcpConfig::default())
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut kcp, b"hello")
+            .await
+            .unwrap();
+        let (_accepted, from) = listener.accept().await.unwrap();
+        assert_eq!(from.port(), kcp.local_addr().port());
     })
     .await
     .expect("timed out");

@@ -187,6 +187,10 @@ pub struct RelayCounts {
     pub dropped: AtomicU64,
     pub duplicated: AtomicU64,
     pub reordered: AtomicU64,
+    /// Longest datagram seen client → server.
+    pub max_up: AtomicU64,
+    /// Longest datagram seen server → client.
+    pub max_down: AtomicU64,
 }
 
 /// A UDP relay between one client and `server` that drops, duplicates and reorders a few
@@ -223,6 +227,7 @@ pub async fn lossy_relay(
                     continue;
                 };
                 *client.lock().unwrap() = Some(from);
+                counts.max_up.fetch_max(n as u64, Ordering::Relaxed);
                 relay_one(
                     &buf[..n],
                     &mut x,
@@ -253,6 +258,7 @@ pub async fn lossy_relay(
                 let Some(to) = *client.lock().unwrap() else {
                     continue;
                 };
+                counts.max_down.fetch_max(n as u64, Ordering::Relaxed);
                 relay_one(
                     &buf[..n],
                     &mut x,
