@@ -173,6 +173,44 @@ async fn junk_datagrams_open_no_connection() {
     .expect("timed out");
 }
 
+/// kcp-go's rule for a known address: another conversation replaces the connection only with
+/// its first segment (PUSH sn 0); the old connection then fails with ConnectionReset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_address_new_conversation_replaces_the_old_one() {
+    use rsmux_kcp::conn::Connection;
+    use rsmux_kcp::crypt::Crypt;
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(LIMIT, async {
+        let config = KcpConfig {
+            compression: false,
+            ..KcpConfig::kcptun_server()
+        };
+        let listener = KcpListener::bind("127.0.0.1:0", &config).await.unwrap();
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.connect(listener.local_addr()).await.unwrap();
+        let crypt = Crypt::new(config.crypt, &config.key);
+        // One datagram of a sans-IO client connection, sent from our fixed socket.
+        let first_datagram = |conv: u32| {
+            let mut c = Connection::new(conv, &KcpConfig::default(), crypt.clone());
+            assert_eq!(c.send(b"hi"), 2);
+            c.flush(0);
+            c.poll_transmit().unwrap()
+        };
+        socket.send(&first_datagram(1)).await.unwrap();
+        let (mut old, _) = listener.accept().await.unwrap();
+        assert_eq!(old.conv(), 1);
+        socket.send(&first_datagram(2)).await.unwrap();
+        let (new, _) = listener.accept().await.unwrap();
+        assert_eq!(new.conv(), 2);
+        let mut buf = [0u8; 16];
+        assert_eq!(old.read(&mut buf).await.unwrap(), 2);
+        let err = old.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    })
+    .await
+    .expect("timed out");
+}
+
 #[tokio::test]
 async fn bad_config_is_a_clear_error() {
     let config = KcpConfig {
