@@ -390,6 +390,49 @@ mod tests {
     }
 
     #[test]
+    fn random_datagrams_with_valid_crc_never_panic() {
+        // Past the crypt layer (crypt none, right CRC) with random FEC and KCP content: the
+        // connection drops what is malformed and keeps bounded state.
+        let config = KcpConfig {
+            crypt: CryptKind::None,
+            ..KcpConfig::default()
+        };
+        let crypt = Crypt::new(CryptKind::None, "k");
+        let mut conn = Connection::new(3, &config, crypt.clone());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut x = 99u64;
+        for i in 0..20_000u32 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let len = 20 + (x >> 40) as usize % 200;
+            let mut d: Vec<u8> = (0..len).map(|j| (x >> (j % 56)) as u8).collect();
+            let body = &mut d[crypt::HEADER_SIZE..];
+            if body.len() >= 32 {
+                match x % 4 {
+                    // FEC header, seqids in a small range so groups fill up.
+                    0 => {
+                        body[..4].copy_from_slice(&((x >> 8) as u32 % 64).to_le_bytes());
+                        body[4] = if x & 16 == 0 { 0xf1 } else { 0xf2 };
+                        body[5] = 0;
+                    }
+                    // Our conversation, a real command.
+                    1 => {
+                        body[..4].copy_from_slice(&3u32.to_le_bytes());
+                        body[4] = 81 + (x >> 3) as u8 % 4;
+                    }
+                    _ => {}
+                }
+            }
+            crypt.seal(&mut d, &mut rng);
+            let _ = conn.handle_datagram(i, &mut d);
+            conn.handle_timeout(i);
+            while conn.poll_transmit().is_some() {}
+            let mut buf = [0u8; 512];
+            conn.recv(&mut buf);
+        }
+        assert!(conn.stats().kcp_errors > 0);
+    }
+
+    #[test]
     fn garbage_is_counted_and_dropped() {
         let (mut a, _) = pair(&KcpConfig::default());
         for len in [0, 5, 19, 20, 21, 100, 1400, 1600] {
