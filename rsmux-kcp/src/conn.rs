@@ -64,7 +64,7 @@ pub struct Connection {
     kcp: Kcp,
     crypt: Crypt,
     fec_enc: Option<fec::Encoder>,
-    fec_dec: Option<fec::Decoder>,
+    fec_dec: fec::Decoder,
     reserved: usize,
     ack_nodelay: bool,
     rng: StdRng,
@@ -75,15 +75,14 @@ pub struct Connection {
 impl Connection {
     /// A conversation `conv` with a validated `config` and its cipher.
     pub fn new(conv: u32, config: &KcpConfig, crypt: Crypt) -> Self {
-        let (fec_enc, fec_dec) = if config.fec() {
-            let (d, p) = (config.data_shards, config.parity_shards);
-            (
-                Some(fec::Encoder::new(d, p).expect("validated")),
-                Some(fec::Decoder::new(d, p).expect("validated")),
-            )
-        } else {
-            (None, None)
-        };
+        let (d, p) = (config.data_shards, config.parity_shards);
+        let fec_enc = config
+            .fec()
+            .then(|| fec::Encoder::new(d, p).expect("validated"));
+        // Like kcp-go, decode FEC whatever this end sends; the decoder learns the sender's
+        // shard counts, so without our own it starts from kcptun's default guess.
+        let (dd, dp) = if config.fec() { (d, p) } else { (10, 3) };
+        let fec_dec = fec::Decoder::new(dd, dp).expect("valid");
         Connection {
             kcp: Kcp::new(conv, &config.kcp_params()),
             crypt,
@@ -133,34 +132,18 @@ impl Connection {
         self.kcp.set_now(now);
         let result = match fec::shard_type(payload) {
             None => self.kcp.input(payload, true),
-            Some(kind) => match &mut self.fec_dec {
-                Some(dec) => {
-                    let decoded = dec.decode(payload);
-                    let mut result = Ok(());
-                    if let Some(data) = decoded.data {
-                        result = self.kcp.input(data, true);
-                    }
-                    for shard in &decoded.recovered {
-                        self.stats.fec_recovered += 1;
-                        let _ = self.kcp.input(shard, false);
-                    }
-                    result
+            Some(_) => {
+                let decoded = self.fec_dec.decode(payload);
+                let mut result = Ok(());
+                if let Some(data) = decoded.data {
+                    result = self.kcp.input(data, true);
                 }
-                // FEC from a peer while we send none: use data shards, drop parity.
-                None if kind == fec::TYPE_DATA => {
-                    let body = &payload[6..];
-                    let size = body
-                        .get(..2)
-                        .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-                    match size {
-                        Some(size) if (2..=body.len()).contains(&size) => {
-                            self.kcp.input(&body[2..size], true)
-                        }
-                        _ => Err(InputError::Truncated),
-                    }
+                for shard in &decoded.recovered {
+                    self.stats.fec_recovered += 1;
+                    let _ = self.kcp.input(shard, false);
                 }
-                None => Ok(()),
-            },
+                result
+            }
         };
         if let Err(e) = result {
             self.stats.kcp_errors += 1;

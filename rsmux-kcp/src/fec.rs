@@ -11,8 +11,10 @@
 //! Detection is per datagram: the u16 at offset 4 of a plain KCP datagram is `cmd + frg`
 //! (81..84 + 0), never `0xf1`/`0xf2`, so FEC and plain datagrams can be told apart.
 //!
-//! The decoder groups shards by `seqid / (d+p)` using its own configured `d`/`p` (kcp-go
-//! auto-detects them; here both ends must agree when both use FEC, as kcptun's defaults do).
+//! The decoder groups shards by `seqid / (d+p)`, starting from its configured `d`/`p` and,
+//! like kcp-go, learning the sender's from the pattern of data and parity seqids. It rebuilds
+//! lost shards only once that pattern has confirmed the grouping (a few groups into a
+//! connection); data shards are always delivered at once.
 //! It keeps at most [`MAX_GROUPS`] incomplete groups: memory is bounded whatever arrives.
 
 use std::collections::BTreeMap;
@@ -145,6 +147,101 @@ pub struct Decoder {
     parity: usize,
     groups: BTreeMap<u32, Group>,
     mismatched: bool,
+    confirmed: bool,
+    tuner: Tuner,
+}
+
+/// Shards remembered by the [`Tuner`].
+const TUNER_WINDOW: usize = 64;
+/// Group starts that must agree with the period before it is trusted.
+const TUNER_CONFIRMATIONS: u32 = 2;
+
+/// Learns the sender's shard counts from the pattern of data and parity seqids, as kcp-go's
+/// decoder does (so the ends need not be configured alike).
+///
+/// Types are truthful, so a parity shard at `x-1` followed by a data shard at `x` marks a
+/// group start (`x ≡ 0 mod d+p`) and a data shard followed by parity marks the first parity
+/// (`x ≡ d`). The gcd of the distances between group starts is the group size once a few
+/// starts agree; `d` is the offset of a first parity from a start.
+#[derive(Debug, Default)]
+struct Tuner {
+    recent: BTreeMap<u32, bool>,
+    last_start: Option<u32>,
+    period: u32,
+    confirmations: u32,
+    parity_start: Option<u32>,
+}
+
+fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+impl Tuner {
+    /// Records one shard; returns the sender's `(data, parity)` once confident.
+    fn sample(&mut self, seqid: u32, parity: bool) -> Option<(usize, usize)> {
+        if self.recent.insert(seqid, parity).is_some() {
+            return None;
+        }
+        if self.recent.len() > TUNER_WINDOW {
+            self.recent.pop_first();
+        }
+        if let Some(&before) = seqid.checked_sub(1).and_then(|s| self.recent.get(&s)) {
+            self.boundary(seqid, before, parity);
+        }
+        if let Some(&after) = seqid.checked_add(1).and_then(|s| self.recent.get(&s)) {
+            self.boundary(seqid + 1, parity, after);
+        }
+        self.estimate()
+    }
+
+    fn boundary(&mut self, at: u32, before_parity: bool, after_parity: bool) {
+        match (before_parity, after_parity) {
+            (true, false) => self.group_start(at),
+            (false, true) => self.parity_start = Some(at),
+            _ => {}
+        }
+    }
+
+    fn group_start(&mut self, at: u32) {
+        match self.last_start {
+            Some(last) if at > last => {
+                let g = if self.period == 0 {
+                    at - last
+                } else {
+                    gcd(self.period, at - last)
+                };
+                if g == self.period {
+                    self.confirmations += 1;
+                } else {
+                    self.period = g;
+                    self.confirmations = 0;
+                }
+                self.last_start = Some(at);
+            }
+            // A late (reordered) start adds nothing new.
+            Some(last) if last - at < u32::MAX / 2 => {}
+            // First start, or the seqids wrapped: start over.
+            _ => {
+                self.last_start = Some(at);
+                self.period = 0;
+                self.confirmations = 0;
+            }
+        }
+    }
+
+    fn estimate(&self) -> Option<(usize, usize)> {
+        if self.confirmations < TUNER_CONFIRMATIONS || !(2..=256).contains(&self.period) {
+            return None;
+        }
+        let n = i64::from(self.period);
+        let offset = i64::from(self.parity_start?) - i64::from(self.last_start?);
+        let d = offset.rem_euclid(n) as usize;
+        let n = n as usize;
+        (d >= 1 && d < n).then_some((d, n - d))
+    }
 }
 
 impl std::fmt::Debug for Decoder {
@@ -175,13 +272,20 @@ impl Decoder {
             parity,
             groups: BTreeMap::new(),
             mismatched: false,
+            confirmed: false,
+            tuner: Tuner::default(),
         })
     }
 
     /// True once shards arrived that do not fit this decoder's shard counts (the peer uses
-    /// other ones): recovery is off, data shards are still used.
+    /// other ones): recovery is off, data shards are still used, until the counts are learnt.
     pub fn mismatched(&self) -> bool {
         self.mismatched
+    }
+
+    /// The shard counts in use: the configured ones until the sender's are learnt.
+    pub fn shards(&self) -> (usize, usize) {
+        (self.data, self.parity)
     }
 
     /// Incomplete groups held (at most [`MAX_GROUPS`]).
@@ -202,6 +306,16 @@ impl Decoder {
             if out.data.is_none() {
                 return out;
             }
+        }
+        if let Some((d, p)) = self.tuner.sample(seqid, kind == TYPE_PARITY) {
+            if (d, p) != (self.data, self.parity) {
+                if let Ok(rs) = codec(d, p) {
+                    (self.rs, self.data, self.parity) = (rs, d, p);
+                    self.groups.clear();
+                    self.mismatched = false;
+                }
+            }
+            self.confirmed = (d, p) == (self.data, self.parity);
         }
         let n = self.data + self.parity;
         let group_id = seqid / n as u32;
@@ -249,7 +363,12 @@ impl Decoder {
             group.shards = Vec::new();
             return out;
         }
-        if group.have < self.data {
+        // Rebuild only once the sender's grouping is confirmed by the seqid pattern: with a
+        // wrong grouping the "recovered" bytes are linear mixes of real shards, which keep the
+        // bytes all shards share (conv, cmd) and so can pass for real segments. (kcp-go 5.6.1
+        // does rebuild with a wrong grouping: fed FEC 10/3 while configured 5/2, kcptun-server
+        // corrupts its stream.)
+        if group.have < self.data || !self.confirmed {
             return out;
         }
         // Enough shards to rebuild the missing data ones: parity is as long as the longest
@@ -318,29 +437,42 @@ mod tests {
     #[test]
     fn recovers_any_lost_data_shards_up_to_parity() {
         let (d, p) = (10, 3);
-        let lens: Vec<usize> = (0..d).map(|i| 20 + i * 37).collect();
+        let n = d + p;
+        // Five whole groups confirm the grouping, the sixth loses shards.
+        let lens: Vec<usize> = (0..6 * d).map(|i| 20 + (i % d) * 37 + i / d).collect();
         let pkts = group(d, p, &lens);
-        assert_eq!(pkts.len(), d + p);
+        assert_eq!(pkts.len(), 6 * n);
         for lost in [vec![0], vec![3, 9], vec![0, 1, 2], vec![9, 10, 12]] {
             let mut dec = Decoder::new(d, p).unwrap();
             let mut got: Vec<Vec<u8>> = Vec::new();
             for (i, pkt) in pkts.iter().enumerate() {
-                if lost.contains(&i) {
+                if i >= 5 * n && lost.contains(&(i - 5 * n)) {
                     continue;
                 }
                 let r = dec.decode(pkt);
-                if let Some(data) = r.data {
-                    got.push(data.to_vec());
+                if i >= 5 * n {
+                    if let Some(data) = r.data {
+                        got.push(data.to_vec());
+                    }
                 }
                 got.extend(r.recovered);
             }
-            let mut want: Vec<Vec<u8>> = pkts[..d]
+            let mut want: Vec<Vec<u8>> = pkts[5 * n..5 * n + d]
                 .iter()
                 .map(|p| p[HEADER_SIZE..].to_vec())
                 .collect();
             want.sort();
             got.sort();
             assert_eq!(got, want, "lost {lost:?}");
+        }
+    }
+
+    #[test]
+    fn no_rebuild_before_the_grouping_is_confirmed() {
+        let pkts = group(4, 2, &[5, 6, 7, 8]);
+        let mut dec = Decoder::new(4, 2).unwrap();
+        for pkt in &pkts[1..] {
+            assert!(dec.decode(pkt).recovered.is_empty());
         }
     }
 
@@ -379,6 +511,25 @@ mod tests {
         }
         assert!(dec.mismatched());
         assert_eq!(data, 9);
+    }
+
+    #[test]
+    fn learns_the_senders_shard_counts_and_then_recovers() {
+        for (d, p) in [(5, 2), (3, 3), (20, 5), (1, 1)] {
+            let lens: Vec<usize> = (0..d * 8).map(|i| 10 + i % 7).collect();
+            let pkts = group(d, p, &lens);
+            let mut dec = Decoder::new(10, 3).unwrap();
+            let mut recovered = 0;
+            for (i, pkt) in pkts.iter().enumerate() {
+                // From the sixth group on, lose the last data shard of every group.
+                if i >= 5 * (d + p) && i % (d + p) == d - 1 {
+                    continue;
+                }
+                recovered += dec.decode(pkt).recovered.len();
+            }
+            assert_eq!(dec.shards(), (d, p));
+            assert_eq!(recovered, 3, "{d}+{p}");
+        }
     }
 
     #[test]

@@ -46,9 +46,12 @@
 //! there but kcptun's profiles all switch it off.
 //!
 //! ## Compatibility notes
-//! - Both ends must agree on key, crypt and compression (no negotiation exists). The FEC
-//!   decoder groups shards with its own shard counts (kcp-go auto-detects them); a peer with
-//!   other counts still works, its parity is just not used.
+//! - Both ends must agree on key, crypt and compression (no negotiation exists).
+//! - FEC: the decoder learns the sender's shard counts from the seqid pattern and rebuilds
+//!   lost datagrams only once that pattern is confirmed. Still configure the same
+//!   `--datashard/--parityshard` on both ends (or 0/0 on one): kcptun's kcp-go 5.6.1 rebuilds
+//!   with its own counts and corrupts its stream when fed FEC of other counts (seen in the
+//!   tests: kcptun-server logs "snappy: corrupt input" and drops the session).
 //! - KCP has no close: a connection ends on the idle timeout, a dead link, or (client) when
 //!   the stream is dropped and everything sent is acknowledged. Keep smux keepalive on.
 //! - kcptun's crypt is unauthenticated (CFB + CRC32, fixed IV); see [`crypt`].
