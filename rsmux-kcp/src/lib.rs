@@ -39,7 +39,7 @@
 //! - it forces a minimum receive window of 128 and cannot tell FEC-recovered input from
 //!   regular input (kcp-go's `regular` flag: no window/RTT update from recovered shards).
 //!
-//! The own core ([`kcp::Kcp`], ~600 lines with tests) follows the project's sans-IO style:
+//! The own core ([`kcp::Kcp`], about 550 lines plus tests) follows the project's sans-IO style:
 //! time is a `u32` ms input, segments in and out are plain byte slices, every comparison is
 //! wrapping, no `unsafe`, and hostile input is an error value. Behaviour follows C KCP/kcp-go
 //! (RTO estimation, fast retransmit, nodelay backoff, window probing); congestion control is

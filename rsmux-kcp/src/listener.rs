@@ -53,7 +53,9 @@ impl Counters {
 /// Memory is bounded: at most [`KcpConfig::max_peers`] peers are tracked and at most
 /// [`KcpConfig::accept_backlog`] connections wait for `accept`; datagrams from further new
 /// addresses are dropped (and counted), and a peer silent for [`KcpConfig::idle_timeout`] is
-/// forgotten. Dropping the listener stops accepting; connections already made live on.
+/// forgotten. Each peer holds at most about `2 × rcv_wnd + snd_wnd` segments of `mtu` bytes (its
+/// KCP windows) plus a few FEC groups, so the total is bounded by `max_peers` times that.
+/// Dropping the listener stops accepting; connections already made live on.
 pub struct KcpListener {
     accepted: Mutex<mpsc::Receiver<(KcpStream, SocketAddr)>>,
     local: SocketAddr,
