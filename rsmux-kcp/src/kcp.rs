@@ -644,27 +644,20 @@ impl Kcp {
         self.current = now;
     }
 
-    /// Milliseconds from `now` until [`Kcp::update`] has work (0 = now).
+    /// Milliseconds from `now` until [`Kcp::update`] has work (0 = now): the next flush tick.
+    ///
+    /// Unlike C KCP's `ikcp_check` this does not answer "now" for a retransmission that is due
+    /// between ticks: `update` only sends at ticks, so that answer made callers spin until the
+    /// tick came.
     pub fn check(&self, now: u32) -> u32 {
         if !self.updated {
             return 0;
         }
-        let mut ts_flush = self.ts_flush;
-        if !(-10_000..10_000).contains(&diff(now, ts_flush)) {
-            ts_flush = now;
-        }
-        if diff(now, ts_flush) >= 0 {
+        let until = diff(self.ts_flush, now);
+        if !(-10_000..10_000).contains(&until) || until <= 0 {
             return 0;
         }
-        let mut next = diff(ts_flush, now) as u32;
-        for seg in &self.snd_buf {
-            let d = diff(seg.resend_at, now);
-            if d <= 0 {
-                return 0;
-            }
-            next = next.min(d as u32);
-        }
-        next.min(self.interval)
+        (until as u32).min(self.interval)
     }
 }
 
@@ -764,6 +757,21 @@ mod tests {
         assert_eq!(u32::from_le_bytes(d[12..16].try_into().unwrap()), 0);
         assert_eq!(u32::from_le_bytes(d[20..24].try_into().unwrap()), 5);
         assert_eq!(&d[24..], b"hello");
+    }
+
+    #[test]
+    fn check_waits_for_the_next_tick_even_with_retransmissions_due() {
+        let mut a = Kcp::new(1, &params());
+        a.send(&[1; 100]);
+        let mut sent = 0;
+        for now in (0..2_000).step_by(30) {
+            a.update(now, &mut |_| sent += 1);
+            // Between ticks there is nothing to do, whatever is due.
+            for t in now + 1..now + 30 {
+                assert_eq!(a.check(t), now + 30 - t, "at {t}");
+            }
+        }
+        assert!(a.retransmits() > 0 && sent > 1);
     }
 
     #[test]
