@@ -334,3 +334,53 @@ async fn fec_shard_counts_are_learnt_from_kcptun() {
     .await
     .expect("timed out");
 }
+
+/// kcptun-client `--conn 3`: three UDP/KCP/smux sessions from three source ports, TCP
+/// connections spread over them; the listener serves them as separate peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcptun_client_with_several_conns() {
+    tokio::time::timeout(LIMIT, async {
+        let target = echo_target().await;
+        let listener = KcpListener::bind("127.0.0.1:0", &KcpConfig::kcptun_server())
+            .await
+            .unwrap();
+        let udp = listener.local_addr();
+        let (peers_tx, mut peers_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((kcp, peer)) = listener.accept().await {
+                let _ = peers_tx.send(peer);
+                let session = Session::server(kcp, kcptun_smux(1)).unwrap();
+                tokio::spawn(forward_streams(session, target));
+            }
+        });
+        let tcp = free_tcp_port();
+        let _client = Kcptun::start(
+            "kcptun-client",
+            &args(&[
+                "-l",
+                &tcp.to_string(),
+                "-r",
+                &udp.to_string(),
+                "--conn",
+                "3",
+                "--quiet",
+            ]),
+        );
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let conn = tokio::net::TcpStream::connect(tcp).await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                echo_exact(conn, &payload(256 << 10, 800 + i)).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut peers = std::collections::HashSet::new();
+        while peers.len() < 3 {
+            peers.insert(peers_rx.recv().await.unwrap());
+        }
+    })
+    .await
+    .expect("timed out");
+}
