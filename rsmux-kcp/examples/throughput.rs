@@ -9,6 +9,9 @@
 //! client (the server's sndwnd 1024 against the client's rcvwnd 512). The payload is
 //! incompressible, so snappy cannot flatter anyone. Needs `kcptun-client` and
 //! `kcptun-server` (Debian's `kcptun`).
+//!
+//! `WND=N` sets sndwnd and rcvwnd to N on both ends and `MODE=fast3` (etc.) the mode, to see
+//! past kcptun's default windows.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -51,9 +54,40 @@ fn free_port(udp: bool) -> SocketAddr {
     }
 }
 
+/// Window and mode overrides from the environment (`WND`, `MODE`).
+fn tuning() -> (Option<u16>, Option<String>) {
+    let wnd = std::env::var("WND").ok().map(|w| w.parse().expect("WND"));
+    (wnd, std::env::var("MODE").ok())
+}
+
+fn tuned(mut config: KcpConfig) -> KcpConfig {
+    let (wnd, mode) = tuning();
+    if let Some(w) = wnd {
+        (config.snd_wnd, config.rcv_wnd) = (w, w);
+    }
+    if let Some(m) = mode {
+        config.mode = m.parse().expect("MODE");
+    }
+    config
+}
+
 fn kcptun(bin: &str, args: &[&str]) -> Kill {
+    let (wnd, mode) = tuning();
+    let mut extra = Vec::new();
+    if let Some(w) = wnd {
+        extra.extend([
+            "--sndwnd".to_string(),
+            w.to_string(),
+            "--rcvwnd".into(),
+            w.to_string(),
+        ]);
+    }
+    if let Some(m) = mode {
+        extra.extend(["--mode".to_string(), m]);
+    }
     let child = Command::new(bin)
         .args(args)
+        .args(extra)
         .arg("--quiet")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -126,7 +160,7 @@ async fn run(pair: &str, up: bool, total: usize) -> f64 {
     let server_rsmux = pair.ends_with("rsmux");
     let client_rsmux = pair.starts_with("rsmux");
     let udp = if server_rsmux {
-        let listener = KcpListener::bind("127.0.0.1:0", &KcpConfig::kcptun_server())
+        let listener = KcpListener::bind("127.0.0.1:0", &tuned(KcpConfig::kcptun_server()))
             .await
             .unwrap();
         let udp = listener.local_addr();
@@ -150,7 +184,7 @@ async fn run(pair: &str, up: bool, total: usize) -> f64 {
         udp
     };
     let (start, rate) = if client_rsmux {
-        let kcp = KcpStream::connect(udp, &KcpConfig::default())
+        let kcp = KcpStream::connect(udp, &tuned(KcpConfig::default()))
             .await
             .unwrap();
         let stats = kcp.stats_handle();
