@@ -185,7 +185,7 @@ impl KcpConfig {
         if self.mtu < 50 + self.reserved() {
             return Err(ConfigError::new(
                 "mtu",
-                "too small for the headers (at least 78)",
+                "too small: needs 50 bytes beyond the crypt and FEC headers",
             ));
         }
         if self.snd_wnd == 0 {
