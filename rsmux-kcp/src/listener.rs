@@ -24,12 +24,15 @@ pub struct ListenerStats {
     /// Datagrams from unknown addresses dropped: bad size or CRC (wrong key or cipher,
     /// garbage), or not a PUSH/ACK that could open a conversation.
     pub invalid_datagrams: u64,
+    /// Peers tracked now (at most `max_peers`; a peer is forgotten when its connection ends).
+    pub peers: u64,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
     rejected_peers: AtomicU64,
     invalid_datagrams: AtomicU64,
+    peers: AtomicU64,
     changed: tokio::sync::Notify,
 }
 
@@ -39,10 +42,16 @@ impl Counters {
         self.changed.notify_waiters();
     }
 
+    fn set_peers(&self, n: usize) {
+        self.peers.store(n as u64, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
     fn get(&self) -> ListenerStats {
         ListenerStats {
             rejected_peers: self.rejected_peers.load(Ordering::Relaxed),
             invalid_datagrams: self.invalid_datagrams.load(Ordering::Relaxed),
+            peers: self.peers.load(Ordering::Relaxed),
         }
     }
 }
@@ -160,6 +169,7 @@ impl Demux {
                 Some((addr, generation)) = exited_rx.recv() => {
                     if self.peers.get(&addr).is_some_and(|p| p.generation == generation) {
                         self.peers.remove(&addr);
+                        self.counters.set_peers(self.peers.len());
                     }
                 }
             }
@@ -195,6 +205,7 @@ impl Demux {
                     );
                     drop(s);
                     self.peers.remove(&from);
+                    self.counters.set_peers(self.peers.len());
                 }
                 _ => {
                     let send = s.conn.has_transmits();
@@ -234,10 +245,11 @@ impl Demux {
             from,
             self.socket.local_addr().unwrap_or(from),
         );
-        if self.accept.try_send((stream, from)).is_err() {
+        // Reserve the backlog slot first, so the peer is tracked before `accept` can see it.
+        let Ok(permit) = self.accept.try_reserve() else {
             self.counters.bump(&self.counters.rejected_peers);
             return;
-        }
+        };
         let generation = self.next_generation;
         self.next_generation += 1;
         self.peers.insert(
@@ -247,6 +259,7 @@ impl Demux {
                 inner: inner.clone(),
             },
         );
+        self.counters.set_peers(self.peers.len());
         tokio::spawn(drive(
             inner,
             self.socket.clone(),
@@ -256,6 +269,7 @@ impl Demux {
                 exited: exited.clone(),
             },
         ));
+        permit.send((stream, from));
     }
 }
 

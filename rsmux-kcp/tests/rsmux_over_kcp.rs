@@ -211,6 +211,48 @@ async fn same_address_new_conversation_replaces_the_old_one() {
     .expect("timed out");
 }
 
+/// KCP has no close: a silent peer ends in the idle timeout, on both sides. The client's read
+/// fails with TimedOut once the server has gone; the listener forgets a client that went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_ends_connections_and_frees_peers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(LIMIT, async {
+        let short = |c: KcpConfig| KcpConfig {
+            idle_timeout: Duration::from_millis(300),
+            compression: false,
+            ..c
+        };
+        // A server that never answers: the client gives up after the idle timeout.
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut kcp =
+            KcpStream::connect(silent.local_addr().unwrap(), &short(KcpConfig::default()))
+                .await
+                .unwrap();
+        kcp.write_all(b"anyone?").await.unwrap();
+        let err = kcp.read(&mut [0u8; 8]).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+
+        // A client that leaves: once it is gone the listener forgets it.
+        let listener = KcpListener::bind("127.0.0.1:0", &short(KcpConfig::kcptun_server()))
+            .await
+            .unwrap();
+        let mut client = KcpStream::connect(listener.local_addr(), &short(KcpConfig::default()))
+            .await
+            .unwrap();
+        client.write_all(b"hello").await.unwrap();
+        let (mut accepted, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 5];
+        accepted.read_exact(&mut buf).await.unwrap();
+        assert_eq!(listener.stats().peers, 1);
+        drop(client);
+        listener.stats_reach(|s| s.peers == 0).await;
+        let err = accepted.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    })
+    .await
+    .expect("timed out");
+}
+
 #[tokio::test]
 async fn bad_config_is_a_clear_error() {
     let config = KcpConfig {
