@@ -1,0 +1,284 @@
+//! [`KcpListener`]: one UDP socket, connections demultiplexed by source address (kcp-go's
+//! rule), with a bound on peers and on connections waiting to be accepted.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::net::{ToSocketAddrs, UdpSocket};
+use tokio::sync::{mpsc, Mutex};
+
+use crate::config::KcpConfig;
+use crate::conn::{new_peer_conv, Connection, DropReason};
+use crate::crypt::{Crypt, MTU_LIMIT};
+use crate::kcp::InputError;
+use crate::stream::{drive, Inner, KcpStream, Route};
+
+/// Counters of a [`KcpListener`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// New peers refused because `max_peers` or `accept_backlog` was full (one per datagram).
+    pub rejected_peers: u64,
+    /// Datagrams from unknown addresses dropped: bad size or CRC (wrong key or cipher,
+    /// garbage), or not a PUSH/ACK that could open a conversation.
+    pub invalid_datagrams: u64,
+    /// Peers tracked now (at most `max_peers`; a peer is forgotten when its connection ends).
+    pub peers: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    rejected_peers: AtomicU64,
+    invalid_datagrams: AtomicU64,
+    peers: AtomicU64,
+    changed: tokio::sync::Notify,
+}
+
+impl Counters {
+    fn bump(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    fn set_peers(&self, n: usize) {
+        self.peers.store(n as u64, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    fn get(&self) -> ListenerStats {
+        ListenerStats {
+            rejected_peers: self.rejected_peers.load(Ordering::Relaxed),
+            invalid_datagrams: self.invalid_datagrams.load(Ordering::Relaxed),
+            peers: self.peers.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A KCP server socket: every new source address that sends a valid first datagram (right
+/// key and cipher, a PUSH or ACK segment) becomes a [`KcpStream`] from [`KcpListener::accept`].
+///
+/// Memory is bounded: at most [`KcpConfig::max_peers`] peers are tracked and at most
+/// [`KcpConfig::accept_backlog`] connections wait for `accept`; datagrams from further new
+/// addresses are dropped (and counted), and a peer silent for [`KcpConfig::idle_timeout`] is
+/// forgotten. Each peer holds at most about `2 × rcv_wnd + snd_wnd` segments of `mtu` bytes (its
+/// KCP windows) plus a few FEC groups, so the total is bounded by `max_peers` times that.
+/// Dropping the listener stops accepting; connections already made live on.
+pub struct KcpListener {
+    accepted: Mutex<mpsc::Receiver<(KcpStream, SocketAddr)>>,
+    local: SocketAddr,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for KcpListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KcpListener")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KcpListener {
+    /// Binds a UDP socket at `addr` and starts demultiplexing.
+    pub async fn bind(addr: impl ToSocketAddrs, config: &KcpConfig) -> io::Result<KcpListener> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let socket = UdpSocket::bind(addr).await?;
+        crate::stream::set_buffers(&socket, config.sockbuf);
+        let socket = Arc::new(socket);
+        let local = socket.local_addr()?;
+        let (tx, rx) = mpsc::channel(config.accept_backlog);
+        let counters = Arc::new(Counters::default());
+        let demux = Demux {
+            socket,
+            config: config.clone(),
+            crypt: Crypt::new(config.crypt, &config.key),
+            peers: HashMap::new(),
+            next_generation: 0,
+            accept: tx,
+            counters: counters.clone(),
+        };
+        tokio::spawn(demux.run());
+        Ok(KcpListener {
+            accepted: Mutex::new(rx),
+            local,
+            counters,
+        })
+    }
+
+    /// The next new connection and its peer address.
+    pub async fn accept(&self) -> io::Result<(KcpStream, SocketAddr)> {
+        self.accepted
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or_else(|| io::Error::other("KCP listener task ended"))
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The listener's counters now.
+    pub fn stats(&self) -> ListenerStats {
+        self.counters.get()
+    }
+
+    /// Waits until the counters satisfy `until` (for monitoring and tests).
+    pub async fn stats_reach(&self, until: impl Fn(&ListenerStats) -> bool) {
+        loop {
+            let changed = self.counters.changed.notified();
+            if until(&self.counters.get()) {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+struct Peer {
+    generation: u64,
+    inner: Arc<Inner>,
+}
+
+struct Demux {
+    socket: Arc<UdpSocket>,
+    config: KcpConfig,
+    crypt: Crypt,
+    peers: HashMap<SocketAddr, Peer>,
+    next_generation: u64,
+    accept: mpsc::Sender<(KcpStream, SocketAddr)>,
+    counters: Arc<Counters>,
+}
+
+impl Demux {
+    async fn run(mut self) {
+        let (exited_tx, mut exited_rx) = mpsc::unbounded_channel();
+        let mut buf = vec![0u8; MTU_LIMIT + 1];
+        loop {
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => self.datagram(&mut buf[..n], from, &exited_tx),
+                    // ICMP errors surface here on some systems; the socket stays usable.
+                    Err(_) => continue,
+                },
+                Some((addr, generation)) = exited_rx.recv() => {
+                    if self.peers.get(&addr).is_some_and(|p| p.generation == generation) {
+                        self.peers.remove(&addr);
+                        self.counters.set_peers(self.peers.len());
+                    }
+                }
+            }
+            if self.accept.is_closed() && self.peers.is_empty() {
+                break;
+            }
+        }
+    }
+
+    fn datagram(
+        &mut self,
+        datagram: &mut [u8],
+        from: SocketAddr,
+        exited: &mpsc::UnboundedSender<(SocketAddr, u64)>,
+    ) {
+        let Ok(payload) = self.crypt.open(datagram) else {
+            match self.peers.get(&from) {
+                // Counted on the connection as a crypt error.
+                Some(p) => p.inner.lock().input_datagram(&mut []),
+                None => self.counters.bump(&self.counters.invalid_datagrams),
+            }
+            return;
+        };
+        if let Some(p) = self.peers.get(&from) {
+            let mut s = p.inner.lock();
+            match s.input_payload(payload) {
+                // kcp-go's rule: a known address with another conversation replaces its
+                // session only with a fresh one (first segment PUSH sn 0).
+                Err(DropReason::Kcp(InputError::OtherConv(_))) if is_fresh(payload) => {
+                    s.fail(
+                        io::ErrorKind::ConnectionReset,
+                        "peer started a new KCP conversation",
+                    );
+                    drop(s);
+                    self.peers.remove(&from);
+                    self.counters.set_peers(self.peers.len());
+                }
+                _ => {
+                    let send = s.conn.has_transmits();
+                    drop(s);
+                    if send {
+                        p.inner.notify.notify_one();
+                    }
+                    return;
+                }
+            }
+        }
+        self.new_peer(payload, from, exited);
+    }
+
+    fn new_peer(
+        &mut self,
+        payload: &[u8],
+        from: SocketAddr,
+        exited: &mpsc::UnboundedSender<(SocketAddr, u64)>,
+    ) {
+        let Some(conv) = new_peer_conv(payload) else {
+            self.counters.bump(&self.counters.invalid_datagrams);
+            return;
+        };
+        if self.peers.len() >= self.config.max_peers || self.accept.capacity() == 0 {
+            self.counters.bump(&self.counters.rejected_peers);
+            return;
+        }
+        let conn = Connection::new(conv, &self.config, self.crypt.clone());
+        let inner = Inner::new(conn, &self.config);
+        if inner.lock().input_payload(payload).is_err() {
+            return;
+        }
+        let stream = KcpStream::new(
+            inner.clone(),
+            &self.config,
+            from,
+            self.socket.local_addr().unwrap_or(from),
+        );
+        // Reserve the backlog slot first, so the peer is tracked before `accept` can see it.
+        let Ok(permit) = self.accept.try_reserve() else {
+            self.counters.bump(&self.counters.rejected_peers);
+            return;
+        };
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.peers.insert(
+            from,
+            Peer {
+                generation,
+                inner: inner.clone(),
+            },
+        );
+        self.counters.set_peers(self.peers.len());
+        tokio::spawn(drive(
+            inner,
+            self.socket.clone(),
+            Route::Shared {
+                peer: from,
+                generation,
+                exited: exited.clone(),
+            },
+        ));
+        permit.send((stream, from));
+    }
+}
+
+/// True if the payload's first segment is a PUSH with sn 0 (a conversation's first datagram).
+fn is_fresh(payload: &[u8]) -> bool {
+    let kcp = match crate::fec::shard_type(payload) {
+        Some(crate::fec::TYPE_DATA) => &payload[crate::fec::HEADER_SIZE.min(payload.len())..],
+        Some(_) => return false,
+        None => payload,
+    };
+    kcp.len() >= crate::kcp::OVERHEAD && kcp[4] == 81 && kcp[12..16] == [0, 0, 0, 0]
+}
