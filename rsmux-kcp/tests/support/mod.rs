@@ -23,9 +23,15 @@ pub fn kcptun_smux(version: u8) -> rsmux::Config {
     }
 }
 
-/// Path of a kcptun binary; fails the test with the fix if it is missing.
+/// Path of a kcptun binary; fails the test with the fix if it is missing. On a fresh Debian
+/// machine, running as root, it installs Debian's `kcptun` first (as `interop/build.sh` does
+/// for Go), so the test command needs no setup; `RSMUX_NO_APT=1` turns that off.
 pub fn kcptun_bin(name: &str) -> String {
     let path = format!("/usr/bin/{name}");
+    if std::path::Path::new(&path).exists() {
+        return path;
+    }
+    install_kcptun();
     if std::path::Path::new(&path).exists() {
         return path;
     }
@@ -43,6 +49,24 @@ pub fn kcptun_bin(name: &str) -> String {
          `apt-get install -y kcptun` (Debian package, provides kcptun-client and kcptun-server; \
          .ci/run does this)"
     );
+}
+
+/// Installs Debian's kcptun with apt when running as root (one test process at a time: the
+/// test runner starts many).
+fn install_kcptun() {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if !root || std::env::var_os("RSMUX_NO_APT").is_some() {
+        return;
+    }
+    let script = "command -v kcptun-server >/dev/null 2>&1 || { command -v apt-get >/dev/null \
+        && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcptun; }";
+    let _ = Command::new("flock")
+        .args(["/tmp/rsmux-kcptun-install.lock", "sh", "-c", script])
+        .stdout(Stdio::null())
+        .status();
 }
 
 /// A kcptun child process, killed on drop.
