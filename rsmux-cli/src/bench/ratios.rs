@@ -33,6 +33,7 @@ pub fn ratio_specs(connect: Option<&str>) -> Vec<RatioSpec> {
             spec("go-v2", "go-v1", "Go v2 / Go v1"),
             spec("rsmux-to-go-v2", "rsmux-to-go-v1", "rsmux→Go v2 / v1"),
             spec("go-to-rsmux-v2", "go-to-rsmux-v1", "Go→rsmux v2 / v1"),
+            spec("go-to-rsmux-v1", "go-v1", "Go→rsmux v1 / Go v1"),
             spec("go-to-rsmux-v2", "go-v2", "Go→rsmux v2 / Go v2"),
             spec("rsmux-v1", "tcp", "rsmux v1 / raw TCP"),
             spec("rsmux-v2", "tcp", "rsmux v2 / raw TCP"),

@@ -236,7 +236,8 @@ pub fn render(rep: &Report) -> String {
                 let mut line = format!("{:name_w$}", ratio.name);
                 for w in &workloads {
                     let v = ratio.per_run.get(w.key()).map_or("-".into(), triple_cell);
-                    let _ = write!(line, "{v:>RCOL$}");
+                    // A leading space keeps wide cells (ratios of 10 and more) apart.
+                    let _ = write!(line, "{:>RCOL$}", format!(" {v}"));
                 }
                 let _ = writeln!(out, "{}", line.trim_end());
             }
