@@ -198,7 +198,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 inner.dispatch();
                 Err(Finished)
             }
-            Poll::Ready(Ok(_)) => {
+            Poll::Ready(Ok(n)) => {
+                self.rb.note_read(n);
                 let mut inner = self.shared.lock();
                 inner.conn.handle_input(&mut self.rb);
                 inner.dispatch();

@@ -21,7 +21,7 @@ pub use connection::{
     ACCEPT_BACKLOG, CLOSE_TIMEOUT, MIN_WRITE_ROOM, SESSION_SEND_BUFFER, STREAM_SEND_BUFFER,
 };
 pub use ids::Role;
-pub use recv_buffer::{RecvBuffer, CHUNK, SHARE_MIN};
+pub use recv_buffer::{RecvBuffer, CHUNK, MIN_CHUNK, SHARE_MIN};
 pub use stream::{BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE};
 pub use tx::{TxBuf, COPY_MAX, MAX_IOVECS};
 pub use window::INITIAL_PEER_WINDOW;

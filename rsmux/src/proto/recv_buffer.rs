@@ -40,6 +40,18 @@ const FREE_KEEP: usize = 16;
 /// A read never goes into less room than this, unless the frame in progress needs less.
 const MIN_READ: usize = 4096;
 
+/// Smallest chunk: a session starts with it and returns to it once quiet. A read that fills
+/// all the room it was given (at least half a chunk) doubles the next chunk, up to [`CHUNK`];
+/// 64 reads in a row of less than an eighth of a chunk halve it. So a session with light traffic
+/// touches a few pages, a bulk transfer reads 256 KiB per system call.
+pub const MIN_CHUNK: usize = 16 * 1024;
+
+/// Small reads in a row after which chunks halve.
+const SHRINK_AFTER: u32 = 64;
+
+/// Free earlier chunks kept while chunks are small.
+const FREE_KEEP_SMALL: usize = 2;
+
 /// Bytes read from the socket and not yet cut into frames.
 #[derive(Debug, Default)]
 pub struct RecvBuffer {
@@ -48,6 +60,12 @@ pub struct RecvBuffer {
     chunks_started: u64,
     /// Earlier chunks, oldest first, kept to be reused once no slice of them is left.
     retired: VecDeque<BytesMut>,
+    /// Size of the next chunk (0 counts as [`MIN_CHUNK`]).
+    size: usize,
+    /// Room the last [`prepare`](Self::prepare) offered.
+    offered: usize,
+    /// Reads in a row that took less than an eighth of a chunk.
+    small_reads: u32,
 }
 
 impl RecvBuffer {
@@ -61,7 +79,7 @@ impl RecvBuffer {
     pub fn prepare(&mut self) -> &mut BytesMut {
         let want = self.bytes_to_complete_frame().min(MIN_READ);
         if self.buf.capacity() - self.buf.len() < want {
-            let room = CHUNK.max(self.buf.len() + MIN_READ) - self.buf.len();
+            let room = self.chunk_size().max(self.buf.len() + MIN_READ) - self.buf.len();
             // Reuse the chunk when no slice of it is left (moving the partial frame to its
             // front); otherwise go on in an earlier chunk no slice holds any more, or a fresh
             // one (memory the kernel has not handed out yet costs a page fault per page).
@@ -73,7 +91,9 @@ impl RecvBuffer {
                 next.extend_from_slice(&self.buf);
                 let mut old = std::mem::replace(&mut self.buf, next);
                 if self.chunks_started > 0 {
-                    old.clear();
+                    // Past its end (not cleared): the handle's own room stays below a small
+                    // chunk, so only a chunk no slice holds can be reclaimed.
+                    old.advance(old.len());
                     if self.retired.len() == RETIRED_MAX {
                         self.retired.pop_front();
                     }
@@ -82,7 +102,34 @@ impl RecvBuffer {
                 self.chunks_started += 1;
             }
         }
+        self.offered = self.buf.capacity() - self.buf.len();
         &mut self.buf
+    }
+
+    /// The socket read after [`prepare`](Self::prepare) returned `n` bytes: if it filled all
+    /// the room offered, more was waiting, and the next chunk is twice as large (up to
+    /// [`CHUNK`]).
+    pub fn note_read(&mut self, n: usize) {
+        let size = self.chunk_size();
+        if n >= self.offered && self.offered >= size / 2 {
+            // A large read filled all the room: more was waiting.
+            self.size = (size * 2).min(CHUNK);
+            self.small_reads = 0;
+        } else if n < size / 8 {
+            // Many small reads in a row: the traffic is light, a smaller chunk will do.
+            self.small_reads += 1;
+            if self.small_reads == SHRINK_AFTER {
+                self.size = (size / 2).max(MIN_CHUNK);
+                self.small_reads = 0;
+            }
+        } else {
+            self.small_reads = 0;
+        }
+    }
+
+    /// Size of the next chunk.
+    fn chunk_size(&self) -> usize {
+        self.size.max(MIN_CHUNK)
     }
 
     /// A retired chunk of at least `size` bytes that no slice refers to any more. Other free
@@ -93,21 +140,34 @@ impl RecvBuffer {
             .iter_mut()
             .position(|c| c.try_reclaim(size))
             .and_then(|i| self.retired.remove(i));
+        let keep = if self.chunk_size() >= CHUNK {
+            FREE_KEEP
+        } else {
+            FREE_KEEP_SMALL
+        };
+        let size = self.chunk_size();
         let mut free = 0;
         self.retired.retain_mut(|c| {
-            if !c.try_reclaim(CHUNK) {
-                return true;
+            if c.try_reclaim(size) {
+                free += 1;
+                return free <= keep;
             }
-            free += 1;
-            free <= FREE_KEEP
+            // Held by slices (kept), or free but smaller than chunks now are (of no more use).
+            // Asking for a whole small chunk tells them apart: a held one has less room.
+            !c.try_reclaim(MIN_CHUNK)
         });
         found
     }
 
-    /// Lets go of the retired chunks (the driver calls this once the session has been quiet
-    /// for a while, so an idle session keeps only its current chunk).
+    /// Lets go of the retired chunks, and of the current one if it holds nothing, and starts
+    /// again from [`MIN_CHUNK`] (the driver calls this once the session has been quiet for a
+    /// while, so an idle session keeps at most a partial frame).
     pub fn release_retired(&mut self) {
         self.retired = VecDeque::new();
+        self.size = MIN_CHUNK;
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
     }
 
     /// Whether retired chunks are kept (see [`release_retired`](Self::release_retired)).
@@ -216,9 +276,54 @@ fn payload_len(h: &[u8; HEADER_LEN]) -> usize {
 mod tests {
     use super::*;
 
+    impl RecvBuffer {
+        /// A buffer already at full chunk size (as after a bulk transfer began).
+        fn bulk() -> RecvBuffer {
+            RecvBuffer {
+                size: CHUNK,
+                ..RecvBuffer::default()
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_grow_while_reads_fill_them_and_shrink_when_quiet() {
+        let mut rb = RecvBuffer::new();
+        assert_eq!(
+            rb.prepare().capacity(),
+            MIN_CHUNK,
+            "a new session starts small"
+        );
+        // A read that does not fill the room changes nothing.
+        rb.note_read(100);
+        assert_eq!(rb.chunk_size(), MIN_CHUNK);
+        let mut size = MIN_CHUNK;
+        while size < CHUNK {
+            let room = rb.prepare().capacity() - rb.len();
+            rb.extend_from_slice(&vec![0u8; room]);
+            rb.note_read(room);
+            size *= 2;
+            assert_eq!(rb.chunk_size(), size);
+            rb.skip(rb.len());
+        }
+        let room = rb.prepare().capacity() - rb.len();
+        rb.note_read(room);
+        assert_eq!(rb.chunk_size(), CHUNK, "never beyond CHUNK");
+        rb.skip(rb.len());
+        // Light traffic halves the chunk size after a run of small reads.
+        for _ in 0..SHRINK_AFTER {
+            rb.prepare();
+            rb.note_read(100);
+        }
+        assert_eq!(rb.chunk_size(), CHUNK / 2);
+        rb.release_retired();
+        assert_eq!(rb.chunk_size(), MIN_CHUNK);
+        assert_eq!(rb.buf.capacity(), 0, "an empty current chunk is let go");
+    }
+
     #[test]
     fn split_is_zero_copy() {
-        let mut rb = RecvBuffer::new();
+        let mut rb = RecvBuffer::bulk();
         rb.prepare();
         rb.extend_from_slice(&[7u8; SHARE_MIN + 10]);
         let base = rb.buf.as_ptr();
@@ -231,7 +336,7 @@ mod tests {
 
     #[test]
     fn prepare_carries_partial_frame_into_a_fresh_chunk() {
-        let mut rb = RecvBuffer::new();
+        let mut rb = RecvBuffer::bulk();
         let b = rb.prepare();
         assert!(b.capacity() >= CHUNK);
         // Fill the chunk to the brim with a partial frame header + some payload.
@@ -246,7 +351,7 @@ mod tests {
 
     #[test]
     fn a_chunk_without_slices_is_reused() {
-        let mut rb = RecvBuffer::new();
+        let mut rb = RecvBuffer::bulk();
         rb.prepare();
         assert_eq!(rb.chunks_started(), 1);
         let base = rb.buf.as_ptr();
@@ -271,7 +376,7 @@ mod tests {
 
     #[test]
     fn a_retired_chunk_is_reused_once_its_slices_are_gone() {
-        let mut rb = RecvBuffer::new();
+        let mut rb = RecvBuffer::bulk();
         let first = rb.prepare().as_ptr();
         rb.extend_from_slice(&vec![1u8; CHUNK]);
         let held = rb.split(CHUNK);
@@ -293,7 +398,7 @@ mod tests {
 
     #[test]
     fn a_pass_is_due_once_the_budget_worth_of_chunks_started() {
-        let mut rb = RecvBuffer::new();
+        let mut rb = RecvBuffer::bulk();
         let mut slices = Slices::default();
         let budget = 2 * CHUNK;
         rb.prepare();
