@@ -161,6 +161,24 @@ async fn connection_is_closed(addr: SocketAddr) {
     );
 }
 
+/// A connection through the client at `addr` is closed with nothing coming back.
+fn refused(rt: &tokio::runtime::Runtime, addr: SocketAddr) {
+    rt.block_on(within(
+        Duration::from_secs(20),
+        "refused",
+        connection_is_closed(addr),
+    ));
+}
+
+/// The target has seen exactly `connections` connections: no refused client reached it.
+fn target_saw(count: &AtomicUsize, connections: usize) {
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        connections,
+        "a refused client reached the target"
+    );
+}
+
 /// Waits for `needle` in the log of `p`, failing with the whole log.
 fn expect_log(p: &Proc, who: &str, needle: &str) {
     assert!(
@@ -303,19 +321,10 @@ fn a_ca_file_and_server_name_verify_the_server() {
     assert_eq!(count.load(Ordering::SeqCst), 1);
     // Another name (by default the host of --server, 127.0.0.1) is not in the certificate.
     let wrong = client(&server, &["--ca", &cert, "--secret-file", &secret]);
-    let addr = wrong.addr;
-    rt.block_on(within(
-        Duration::from_secs(20),
-        "refused",
-        connection_is_closed(addr),
-    ));
+    refused(&rt, wrong.addr);
     expect_log(&wrong, "client", "certificate not valid for name");
     expect_log(&server, "server", "does not trust this certificate");
-    assert_eq!(
-        count.load(Ordering::SeqCst),
-        1,
-        "a refused client reached the target"
-    );
+    target_saw(&count, 1);
 }
 
 #[test]
@@ -333,12 +342,7 @@ fn a_wrong_fingerprint_is_refused_and_nothing_reaches_the_target() {
         &server,
         &["--fingerprint", &wrong, "--secret-file", &secret],
     );
-    let addr = client.addr;
-    rt.block_on(within(
-        Duration::from_secs(20),
-        "refused",
-        connection_is_closed(addr),
-    ));
+    refused(&rt, client.addr);
     expect_log(
         &client,
         "client",
@@ -348,11 +352,7 @@ fn a_wrong_fingerprint_is_refused_and_nothing_reaches_the_target() {
     );
     expect_log(&server, "server", "does not trust this certificate");
     expect_log(&server, "server", "refused 127.0.0.1:");
-    assert_eq!(
-        count.load(Ordering::SeqCst),
-        0,
-        "a refused client reached the target"
-    );
+    target_saw(&count, 0);
 }
 
 #[test]
@@ -366,12 +366,7 @@ fn a_wrong_secret_is_refused_and_nothing_reaches_the_target() {
         &server,
         &["--fingerprint", &fingerprint, "--secret-file", &other],
     );
-    let addr = client.addr;
-    rt.block_on(within(
-        Duration::from_secs(20),
-        "refused",
-        connection_is_closed(addr),
-    ));
+    refused(&rt, client.addr);
     expect_log(&client, "client", "the server refused our secret");
     expect_log(&server, "server", "wrong secret");
     assert!(
@@ -379,11 +374,7 @@ fn a_wrong_secret_is_refused_and_nothing_reaches_the_target() {
         "{}",
         server.stderr()
     );
-    assert_eq!(
-        count.load(Ordering::SeqCst),
-        0,
-        "a refused client reached the target"
-    );
+    target_saw(&count, 0);
 }
 
 /// A hand-made TLS client that trusts the server's generated certificate.
@@ -458,11 +449,7 @@ fn a_missing_secret_is_refused_and_nothing_reaches_the_target() {
     }));
     expect_log(&server, "server", "wrong secret");
     expect_log(&server, "server", "after 0 of the 32 bytes");
-    assert_eq!(
-        count.load(Ordering::SeqCst),
-        0,
-        "a refused client reached the target"
-    );
+    target_saw(&count, 0);
 }
 
 #[test]
@@ -472,19 +459,10 @@ fn a_plaintext_client_is_refused_by_a_tls_server() {
     let (target, count) = rt.block_on(counting_echo_target());
     let (server, _) = tls_server(target, &dir, &[]);
     let client = client(&server, &[]);
-    let addr = client.addr;
-    rt.block_on(within(
-        Duration::from_secs(20),
-        "refused",
-        connection_is_closed(addr),
-    ));
+    refused(&rt, client.addr);
     expect_log(&server, "server", "not a TLS client");
     expect_log(&client, "client", "if the server runs with --tls");
-    assert_eq!(
-        count.load(Ordering::SeqCst),
-        0,
-        "a refused client reached the target"
-    );
+    target_saw(&count, 0);
 }
 
 #[test]
@@ -507,23 +485,14 @@ fn a_tls_client_is_refused_by_a_plaintext_server() {
         &server,
         &["--fingerprint", &fingerprint, "--secret-file", &secret],
     );
-    let addr = client.addr;
-    rt.block_on(within(
-        Duration::from_secs(20),
-        "refused",
-        connection_is_closed(addr),
-    ));
+    refused(&rt, client.addr);
     expect_log(
         &server,
         "server",
         "it opened with a TLS handshake, but this server has no TLS",
     );
     expect_log(&client, "client", "without --tls?");
-    assert_eq!(
-        count.load(Ordering::SeqCst),
-        0,
-        "a refused client reached the target"
-    );
+    target_saw(&count, 0);
 }
 
 #[test]

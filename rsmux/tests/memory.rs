@@ -167,6 +167,27 @@ fn a_stream_that_is_never_read_cannot_pin_read_chunks() {
     });
 }
 
+/// A client and a server session over a pipe of `pipe` bytes (keepalive off) and one stream
+/// between them, warmed up with one byte: (sessions, the client's end, the server's end).
+async fn one_stream(
+    version: u8,
+    pipe: usize,
+) -> ((Session, Session), rsmux::Stream, rsmux::Stream) {
+    let (a, b) = tokio::io::duplex(pipe);
+    let cfg = Config {
+        version,
+        keep_alive_disabled: true,
+        ..Config::default()
+    };
+    let client = Session::client(a, cfg.clone()).unwrap();
+    let server = Session::server(b, cfg).unwrap();
+    let mut w = client.open_stream().await.unwrap();
+    w.write_all(b"x").await.unwrap();
+    let mut r = server.accept_stream().await.unwrap();
+    r.read_exact(&mut [0u8; 1]).await.unwrap();
+    ((client, server), w, r)
+}
+
 /// In steady state neither the send path nor the receive path allocates per frame: received
 /// chunks and write blocks are reused, frames are slices of them. One stream moves 64 MiB (2,048
 /// frames of 32 KiB) in each direction after a warm-up, v1 and v2, through `write_all` /
@@ -179,18 +200,7 @@ fn a_steady_transfer_does_not_allocate_per_frame() {
     const MEASURED: usize = 64 << 20;
     for (version, zero_copy) in [(1, false), (2, false), (1, true), (2, true)] {
         runtime().block_on(async move {
-            let (a, b) = tokio::io::duplex(1 << 20);
-            let cfg = Config {
-                version,
-                keep_alive_disabled: true,
-                ..Config::default()
-            };
-            let client = Session::client(a, cfg.clone()).unwrap();
-            let server = Session::server(b, cfg).unwrap();
-            let mut w = client.open_stream().await.unwrap();
-            w.write_all(b"x").await.unwrap();
-            let mut r = server.accept_stream().await.unwrap();
-            r.read_exact(&mut [0u8; 1]).await.unwrap();
+            let (_sessions, mut w, mut r) = one_stream(version, 1 << 20).await;
             let shared = bytes::Bytes::from(vec![7u8; CHUNK]);
             let writer = tokio::spawn(async move {
                 let buf = vec![7u8; CHUNK];
@@ -247,17 +257,7 @@ fn spare_buffers_are_let_go_once_the_session_is_quiet() {
         .build()
         .unwrap();
     paused.block_on(async {
-        let (a, b) = tokio::io::duplex(64 * 1024);
-        let cfg = Config {
-            keep_alive_disabled: true,
-            ..Config::default()
-        };
-        let client = Session::client(a, cfg.clone()).unwrap();
-        let server = Session::server(b, cfg).unwrap();
-        let mut w = client.open_stream().await.unwrap();
-        w.write_all(b"x").await.unwrap();
-        let mut r = server.accept_stream().await.unwrap();
-        r.read_exact(&mut [0u8; 1]).await.unwrap();
+        let (_sessions, mut w, mut r) = one_stream(1, 64 * 1024).await;
         let before = live();
         let writer = tokio::spawn(async move {
             let buf = vec![7u8; 128 * 1024];
