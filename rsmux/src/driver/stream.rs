@@ -99,14 +99,12 @@ impl Handle {
         while !data.is_empty() {
             let mut inner = self.shared.lock();
             let res = inner.conn.write_chunk(self.id, data, now());
-            let blocked = matches!(res, Ok(Progress::Blocked));
-            if blocked {
+            if matches!(res, Ok(Progress::Blocked)) {
                 inner.park_writer(self.id, cx.waker());
             }
             inner.dispatch();
             drop(inner);
-            res?;
-            if blocked {
+            if res? == Progress::Blocked {
                 return Poll::Pending;
             }
         }

@@ -310,11 +310,13 @@ impl Connection {
     }
 
     /// The next event for the driver.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let closing = match self.state {
             State::Closed => return None,
