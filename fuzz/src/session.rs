@@ -294,7 +294,7 @@ impl Setup {
                 ..self.config()
             };
             let e = Connection::new(config, role, now).expect_err("a client detects the version");
-            assert_eq!(e.field, "detect_version");
+            assert_eq!(e.field, rsmux::ConfigField::DetectVersion);
         }
         let mut conn = Connection::new(self.config(), role, now).expect("valid config");
         self.start_counters(&mut conn, role);

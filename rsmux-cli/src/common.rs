@@ -4,7 +4,7 @@
 use std::{fmt, io::Write, net::SocketAddr, time::Duration};
 
 use clap::Args;
-use rsmux::Config;
+use rsmux::{Config, ConfigField, ConfigProblem};
 
 /// The smux session flags, named as kcptun names them. Every subcommand has them.
 #[derive(Args, Debug, Clone)]
@@ -109,19 +109,26 @@ impl SmuxOpts {
             Ok(()) => Ok(config),
             Err(e) => {
                 let (flag, value) = match e.field {
-                    "version" => ("--smuxver", version.to_string()),
-                    "max_receive_buffer" => ("--smuxbuf", self.smuxbuf.to_string()),
-                    "max_stream_buffer" => ("--streambuf", self.streambuf.to_string()),
-                    "max_frame_size" => ("--framesize", self.framesize.to_string()),
-                    "keep_alive_interval" => ("--keepalive", secs(self.keepalive)),
-                    "keep_alive_timeout" => ("--keepalive-timeout", secs(self.keepalive_timeout)),
-                    other => (other, String::new()),
+                    ConfigField::Version => ("--smuxver", version.to_string()),
+                    ConfigField::MaxReceiveBuffer => ("--smuxbuf", self.smuxbuf.to_string()),
+                    ConfigField::MaxStreamBuffer => ("--streambuf", self.streambuf.to_string()),
+                    ConfigField::MaxFrameSize => ("--framesize", self.framesize.to_string()),
+                    ConfigField::KeepAliveInterval => ("--keepalive", secs(self.keepalive)),
+                    ConfigField::KeepAliveTimeout => {
+                        ("--keepalive-timeout", secs(self.keepalive_timeout))
+                    }
+                    other => (other.name(), String::new()),
                 };
-                // The library's reason may name other fields; speak in flags instead.
-                let reason = e
-                    .reason
-                    .replace("keep_alive_interval", "--keepalive")
-                    .replace("max_receive_buffer", "--smuxbuf");
+                // Said in terms of flags, not of the library's fields.
+                let reason = match e.problem {
+                    ConfigProblem::BelowKeepAliveInterval => {
+                        "must be larger than or equal to --keepalive".to_string()
+                    }
+                    ConfigProblem::AboveReceiveBuffer => {
+                        "must not be larger than --smuxbuf".to_string()
+                    }
+                    other => other.to_string(),
+                };
                 Err(format!("{flag} {value}: {reason}"))
             }
         }

@@ -69,58 +69,147 @@ impl Default for Config {
     }
 }
 
-/// A configuration value that [`Config::validate`] rejects.
+/// A configuration value that [`Config::validate`] (or a session constructor) rejects: which
+/// field, and which rule it breaks, as types a program can match (the CLI turns them into
+/// messages about its flags).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid config: {field}: {reason}")]
+#[error("invalid config: {field}: {problem}")]
 pub struct ConfigError {
-    /// Name of the offending field of [`Config`].
-    pub field: &'static str,
-    /// Why the value was rejected.
-    pub reason: &'static str,
+    /// The offending field of [`Config`].
+    pub field: ConfigField,
+    /// The rule its value breaks.
+    pub problem: ConfigProblem,
+}
+
+/// A field of [`Config`], as named by a [`ConfigError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConfigField {
+    /// [`Config::version`].
+    Version,
+    /// [`Config::keep_alive_interval`].
+    KeepAliveInterval,
+    /// [`Config::keep_alive_timeout`].
+    KeepAliveTimeout,
+    /// [`Config::max_frame_size`].
+    MaxFrameSize,
+    /// [`Config::max_receive_buffer`].
+    MaxReceiveBuffer,
+    /// [`Config::max_stream_buffer`].
+    MaxStreamBuffer,
+    /// [`Config::detect_version`].
+    DetectVersion,
+}
+
+impl ConfigField {
+    /// The field's name in [`Config`] (`"max_frame_size"`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigField::Version => "version",
+            ConfigField::KeepAliveInterval => "keep_alive_interval",
+            ConfigField::KeepAliveTimeout => "keep_alive_timeout",
+            ConfigField::MaxFrameSize => "max_frame_size",
+            ConfigField::MaxReceiveBuffer => "max_receive_buffer",
+            ConfigField::MaxStreamBuffer => "max_stream_buffer",
+            ConfigField::DetectVersion => "detect_version",
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The rule a rejected [`Config`] value breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigProblem {
+    /// The protocol version is neither 1 nor 2.
+    UnsupportedVersion,
+    /// The value must be larger than zero.
+    NotPositive,
+    /// The value is larger than this maximum.
+    TooLarge {
+        /// The largest value allowed.
+        max: u64,
+    },
+    /// The keepalive timeout is shorter than the keepalive interval.
+    BelowKeepAliveInterval,
+    /// The per-stream window is larger than the session's receive budget.
+    AboveReceiveBuffer,
+    /// Only a server can take the version from its peer's first frame.
+    ServerOnly,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigProblem::UnsupportedVersion => {
+                f.write_str("unsupported protocol version (must be 1 or 2)")
+            }
+            ConfigProblem::NotPositive => f.write_str("must be positive"),
+            ConfigProblem::TooLarge { max } => write!(f, "must not be larger than {max}"),
+            ConfigProblem::BelowKeepAliveInterval => {
+                f.write_str("must be larger than or equal to keep_alive_interval")
+            }
+            ConfigProblem::AboveReceiveBuffer => {
+                f.write_str("must not be larger than max_receive_buffer")
+            }
+            ConfigProblem::ServerOnly => {
+                f.write_str("only a server can take the version from its peer")
+            }
+        }
+    }
 }
 
 impl Config {
     /// Checks every rule of Go's `VerifyConfig`, in its order, plus the ones Go forgets
     /// (a zero keepalive interval is rejected even though Go would panic on it later).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |field, reason| Err(ConfigError { field, reason });
+        use ConfigField::*;
+        use ConfigProblem::*;
+        let err = |field, problem| Err(ConfigError { field, problem });
+        let max_buffer = TooLarge {
+            max: MAX_BUFFER as u64,
+        };
         if !matches!(self.version, 1 | 2) {
-            return err("version", "unsupported protocol version (must be 1 or 2)");
+            return err(Version, UnsupportedVersion);
         }
         if !self.keep_alive_disabled {
             if self.keep_alive_interval.is_zero() {
-                return err("keep_alive_interval", "must be larger than zero");
+                return err(KeepAliveInterval, NotPositive);
             }
             if self.keep_alive_timeout < self.keep_alive_interval {
-                return err(
-                    "keep_alive_timeout",
-                    "must be larger than or equal to keep_alive_interval",
-                );
+                return err(KeepAliveTimeout, BelowKeepAliveInterval);
             }
         }
         if self.max_frame_size == 0 {
-            return err("max_frame_size", "must be positive");
+            return err(MaxFrameSize, NotPositive);
         }
         if self.max_frame_size > MAX_FRAME_PAYLOAD {
-            return err("max_frame_size", "must not be larger than 65535");
-        }
-        if self.max_receive_buffer == 0 {
-            return err("max_receive_buffer", "must be positive");
-        }
-        if self.max_receive_buffer > MAX_BUFFER {
-            return err("max_receive_buffer", "must not be larger than 2147483647");
-        }
-        if self.max_stream_buffer == 0 {
-            return err("max_stream_buffer", "must be positive");
-        }
-        if self.max_stream_buffer > self.max_receive_buffer {
             return err(
-                "max_stream_buffer",
-                "must not be larger than max_receive_buffer",
+                MaxFrameSize,
+                TooLarge {
+                    max: MAX_FRAME_PAYLOAD as u64,
+                },
             );
         }
+        if self.max_receive_buffer == 0 {
+            return err(MaxReceiveBuffer, NotPositive);
+        }
+        if self.max_receive_buffer > MAX_BUFFER {
+            return err(MaxReceiveBuffer, max_buffer);
+        }
+        if self.max_stream_buffer == 0 {
+            return err(MaxStreamBuffer, NotPositive);
+        }
+        if self.max_stream_buffer > self.max_receive_buffer {
+            return err(MaxStreamBuffer, AboveReceiveBuffer);
+        }
         if self.max_stream_buffer > MAX_BUFFER {
-            return err("max_stream_buffer", "must not be larger than 2147483647");
+            return err(MaxStreamBuffer, max_buffer);
         }
         Ok(())
     }
@@ -133,7 +222,32 @@ mod tests {
     fn rejects(f: impl FnOnce(&mut Config), field: &str) {
         let mut c = Config::default();
         f(&mut c);
-        assert_eq!(c.validate().unwrap_err().field, field);
+        assert_eq!(c.validate().unwrap_err().field.name(), field);
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_rule() {
+        let c = Config {
+            max_stream_buffer: 8 << 20,
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, ConfigField::MaxStreamBuffer);
+        assert_eq!(e.problem, ConfigProblem::AboveReceiveBuffer);
+        assert_eq!(
+            e.to_string(),
+            "invalid config: max_stream_buffer: must not be larger than max_receive_buffer"
+        );
+        let c = Config {
+            max_frame_size: 70000,
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.problem, ConfigProblem::TooLarge { max: 65535 });
+        assert_eq!(
+            e.to_string(),
+            "invalid config: max_frame_size: must not be larger than 65535"
+        );
     }
 
     #[test]

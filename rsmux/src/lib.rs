@@ -54,6 +54,6 @@ mod error;
 pub mod frame;
 pub mod proto;
 
-pub use config::{Config, ConfigError, MAX_BUFFER, MAX_FRAME_PAYLOAD};
+pub use config::{Config, ConfigError, ConfigField, ConfigProblem, MAX_BUFFER, MAX_FRAME_PAYLOAD};
 pub use driver::{DeadlineHandle, OwnedReadHalf, OwnedWriteHalf, ReuniteError, Session, Stream};
 pub use error::{Error, ProtocolError};

@@ -506,7 +506,7 @@ async fn bad_config_is_rejected_naming_the_field() {
     )
     .unwrap_err();
     match err {
-        Error::Config(e) => assert_eq!(e.field, "max_frame_size"),
+        Error::Config(e) => assert_eq!(e.field, rsmux::ConfigField::MaxFrameSize),
         other => panic!("{other}"),
     }
 }

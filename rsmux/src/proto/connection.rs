@@ -20,7 +20,7 @@ use super::{
     window::{scaled, MAX_GROWTH},
 };
 use crate::{
-    config::{Config, ConfigError},
+    config::{Config, ConfigError, ConfigField, ConfigProblem},
     error::Error,
     frame::{decode_upd, encode_upd, Cmd, Header, HEADER_LEN, UPD_LEN},
 };
@@ -166,8 +166,8 @@ impl Connection {
         config.validate()?;
         if config.detect_version && role == Role::Client {
             return Err(ConfigError {
-                field: "detect_version",
-                reason: "only a server can take the version from its peer",
+                field: ConfigField::DetectVersion,
+                problem: ConfigProblem::ServerOnly,
             });
         }
         Ok(Connection {

@@ -973,7 +973,7 @@ fn a_detecting_server_rejects_unknown_versions_and_a_later_switch() {
 #[test]
 fn only_a_server_detects_the_version() {
     let e = Connection::new(detecting_server(), Role::Client, Instant::now()).unwrap_err();
-    assert_eq!(e.field, "detect_version");
+    assert_eq!(e.field, crate::ConfigField::DetectVersion);
 }
 
 #[test]
