@@ -70,6 +70,9 @@ pub enum Error {
     /// The underlying connection failed.
     #[error("connection error: {0}")]
     Io(Arc<io::Error>),
+    /// A session was created outside a tokio runtime (its driver task needs one).
+    #[error("no tokio runtime: create sessions from within a tokio runtime")]
+    NoRuntime,
 }
 
 impl From<io::Error> for Error {
@@ -89,6 +92,7 @@ impl Error {
             Error::GoAway => io::ErrorKind::Other,
             Error::ConnectionClosed => io::ErrorKind::UnexpectedEof,
             Error::Io(e) => e.kind(),
+            Error::NoRuntime => io::ErrorKind::Other,
         }
     }
 }

@@ -57,3 +57,4 @@ pub mod proto;
 pub use config::{Config, ConfigError, ConfigField, ConfigProblem, MAX_BUFFER, MAX_FRAME_PAYLOAD};
 pub use driver::{DeadlineHandle, OwnedReadHalf, OwnedWriteHalf, ReuniteError, Session, Stream};
 pub use error::{Error, ProtocolError};
+pub use proto::Stats;

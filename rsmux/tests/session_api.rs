@@ -720,7 +720,47 @@ async fn many_frames_leave_per_write_call() {
 fn outside_a_tokio_runtime_is_an_error_not_a_panic() {
     let (a, _b) = tokio::io::duplex(64);
     let err = Session::client(a, Config::default()).unwrap_err();
-    assert!(matches!(err, Error::Io(_)), "{err}");
+    assert!(matches!(err, Error::NoRuntime), "{err}");
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
+}
+
+/// `stats()` counts frames and bytes both ways and streams opened and accepted, and shows what
+/// is buffered; `Debug` of a session is a one-line summary, not its internal state.
+#[tokio::test]
+async fn stats_count_traffic_and_debug_is_a_summary() {
+    let (client, server) = duplex_pair(Config::default());
+    let mut a = client.open_stream().await.unwrap();
+    a.write_all(&[7u8; 100_000]).await.unwrap();
+    let mut b = server.accept_stream().await.unwrap();
+    let mut got = vec![0u8; 100_000];
+    b.read_exact(&mut got).await.unwrap();
+    b.write_all(b"pong").await.unwrap();
+    let mut reply = [0u8; 4];
+    a.read_exact(&mut reply).await.unwrap();
+    // Unread data shows as buffered on the server.
+    a.write_all(b"unread").await.unwrap();
+    a.flush().await.unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while server.stats().buffered_receive_bytes < 6 {
+        assert!(Instant::now() < deadline, "the 6 bytes never arrived");
+        tokio::task::yield_now().await;
+    }
+    let (c, s) = (client.stats(), server.stats());
+    assert_eq!((c.streams_opened, c.streams_accepted), (1, 0));
+    assert_eq!((s.streams_opened, s.streams_accepted), (0, 1));
+    assert_eq!((c.streams, s.streams, s.pending_accepts), (1, 1, 0));
+    assert_eq!(s.buffered_receive_bytes, 6);
+    // SYN + 100,006 bytes in frames of at most 32 KiB (4 + 1), each with its 8-byte header.
+    assert!(c.frames_out >= 6, "{c:?}");
+    assert!(c.bytes_out >= 100_006 + 6 * 8, "{c:?}");
+    assert_eq!(s.frames_in, c.frames_out, "{s:?} {c:?}");
+    assert_eq!(s.bytes_in, c.bytes_out);
+    assert!(s.bytes_out >= 4 + 8 && c.bytes_in == s.bytes_out);
+    let shown = format!("{client:?}");
+    assert_eq!(
+        shown,
+        "Session { role: Client, version: Some(1), streams: 1, closed: false }"
+    );
 }
 
 #[tokio::test(start_paused = true)]

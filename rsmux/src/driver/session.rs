@@ -12,7 +12,7 @@ use super::{now, stream::Stream, Driver, Shared};
 use crate::{
     config::Config,
     error::Error,
-    proto::{Connection, Role},
+    proto::{Connection, Role, Stats},
 };
 
 /// One smux session over one connection: opens and accepts [`Stream`]s.
@@ -37,9 +37,21 @@ use crate::{
 /// session.close().await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct Session {
     shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Session {
+    /// A short summary: role, version, streams and whether the session has ended.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.shared.lock();
+        f.debug_struct("Session")
+            .field("role", &inner.conn.role())
+            .field("version", &inner.conn.version())
+            .field("streams", &inner.conn.num_streams())
+            .field("closed", &inner.conn.is_closed())
+            .finish()
+    }
 }
 
 impl Session {
@@ -47,7 +59,7 @@ impl Session {
     /// `smux.Client`).
     ///
     /// # Errors
-    /// [`Error::Config`] if `config` is invalid; [`Error::Io`] outside a tokio runtime.
+    /// [`Error::Config`] if `config` is invalid; [`Error::NoRuntime`] outside a tokio runtime.
     #[doc(alias = "Client")]
     pub fn client<T>(io: T, config: Config) -> Result<Session, Error>
     where
@@ -60,7 +72,7 @@ impl Session {
     /// `smux.Server`).
     ///
     /// # Errors
-    /// [`Error::Config`] if `config` is invalid; [`Error::Io`] outside a tokio runtime.
+    /// [`Error::Config`] if `config` is invalid; [`Error::NoRuntime`] outside a tokio runtime.
     #[doc(alias = "Server")]
     pub fn server<T>(io: T, config: Config) -> Result<Session, Error>
     where
@@ -73,8 +85,7 @@ impl Session {
     where
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|e| Error::from(std::io::Error::other(e)))?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let conn = Connection::new(config, role, now())?;
         let shared = Shared::new(conn);
         runtime.spawn(Driver::new(shared.clone(), io));
@@ -198,6 +209,12 @@ impl Session {
     /// `max_receive_buffer` plus one frame).
     pub fn buffered_bytes(&self) -> usize {
         self.shared.lock().conn.buffered_bytes()
+    }
+
+    /// Counters an operator can export: frames and bytes in and out, streams opened and
+    /// accepted, and what is buffered and queued now.
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().conn.stats()
     }
 }
 

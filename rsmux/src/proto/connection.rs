@@ -87,6 +87,32 @@ pub enum Progress {
     Blocked,
 }
 
+/// Counters of one session, for operators to export (see [`Connection::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Frames received (complete frames, every command).
+    pub frames_in: u64,
+    /// Bytes received in those frames, headers included.
+    pub bytes_in: u64,
+    /// Frames handed to the transport.
+    pub frames_out: u64,
+    /// Bytes of those frames, headers included.
+    pub bytes_out: u64,
+    /// Streams this side opened.
+    pub streams_opened: u64,
+    /// Streams the peer opened that the application accepted.
+    pub streams_accepted: u64,
+    /// Streams in the table now (open, or closing with data still to send).
+    pub streams: usize,
+    /// Received bytes the application has not read yet, all streams together.
+    pub buffered_receive_bytes: usize,
+    /// Bytes written by the application and not framed yet, all streams together.
+    pub queued_send_bytes: usize,
+    /// Streams opened by the peer and not accepted yet.
+    pub pending_accepts: usize,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Open,
@@ -128,6 +154,10 @@ pub struct Connection {
     blocks: BlockPool,
     /// Emptied stream queue parts, for reuse.
     stash: PartsStash,
+    /// Which end this is.
+    role: Role,
+    /// Running totals for [`stats`](Self::stats).
+    counts: Stats,
     /// Streams with a frame to send, served one frame per turn (SPEC §7).
     ring: VecDeque<u32>,
     nop_pending: bool,
@@ -177,6 +207,8 @@ impl Connection {
             slices: Slices::default(),
             blocks: BlockPool::default(),
             stash: PartsStash::default(),
+            role,
+            counts: Stats::default(),
             keepalive: Keepalive::new(&config, now),
             ids: IdAllocator::new(role),
             config,
@@ -269,6 +301,23 @@ impl Connection {
         self.budget.used()
     }
 
+    /// Counters of this session: frames and bytes in and out, streams opened and accepted,
+    /// and what is buffered now.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            streams: self.streams.len(),
+            buffered_receive_bytes: self.budget.used(),
+            queued_send_bytes: self.send_queued,
+            pending_accepts: self.accept_queue.len(),
+            ..self.counts
+        }
+    }
+
+    /// Which end of the session this is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
     /// Lets go of buffers kept for reuse (write blocks). The driver calls this once the
     /// session has been quiet for a while, so an idle session holds no spare memory.
     pub fn release_spare_buffers(&mut self) {
@@ -353,6 +402,13 @@ impl Connection {
         if self.state == State::Closed || self.detecting_version {
             return;
         }
+        let (bytes_before, frames_before) = (tx.len(), tx.frames());
+        self.fill_transmit(tx, max_bytes);
+        self.counts.bytes_out += (tx.len() - bytes_before) as u64;
+        self.counts.frames_out += tx.frames() - frames_before;
+    }
+
+    fn fill_transmit(&mut self, tx: &mut TxBuf, max_bytes: usize) {
         let version = self.version;
         let v2 = self.v2();
         if std::mem::take(&mut self.nop_pending) {
@@ -458,6 +514,8 @@ impl Connection {
                 return;
             }
             self.partial_frame_seen = false;
+            self.counts.frames_in += 1;
+            self.counts.bytes_in += (HEADER_LEN + len) as u64;
             rb.skip(HEADER_LEN);
             match h.cmd {
                 Cmd::Nop => {}
@@ -645,6 +703,7 @@ impl Connection {
         self.streams.insert(id, s);
         self.count_window(id);
         self.live_handles += 1;
+        self.counts.streams_opened += 1;
         self.schedule(id);
         Ok(id)
     }
@@ -654,6 +713,7 @@ impl Connection {
     /// out, then the reason is returned.
     pub fn accept(&mut self) -> Result<Option<u32>, Error> {
         if let Some(id) = self.accept_queue.pop_front() {
+            self.counts.streams_accepted += 1;
             if self.accept_queue.len() + 1 == ACCEPT_BACKLOG {
                 self.wake_driver = true; // reading may resume
             }

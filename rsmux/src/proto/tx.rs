@@ -26,6 +26,8 @@ pub struct TxBuf {
     pieces: VecDeque<Bytes>,
     staging: BytesMut,
     len: usize,
+    /// Frames pushed so far.
+    frames: u64,
 }
 
 impl TxBuf {
@@ -37,6 +39,7 @@ impl TxBuf {
     /// Appends one frame.
     pub(crate) fn push(&mut self, header: Header, payload: Bytes) {
         self.len += 8 + payload.len();
+        self.frames += 1;
         self.make_room(8 + payload.len().min(COPY_MAX));
         self.staging.extend_from_slice(&header.encode());
         if payload.len() < COPY_MAX {
@@ -50,6 +53,7 @@ impl TxBuf {
     /// Appends a frame whose payload is a small array (UPD).
     pub(crate) fn push_small(&mut self, header: Header, payload: &[u8]) {
         self.len += 8 + payload.len();
+        self.frames += 1;
         self.make_room(8 + payload.len());
         self.staging.extend_from_slice(&header.encode());
         self.staging.extend_from_slice(payload);
@@ -68,6 +72,11 @@ impl TxBuf {
         if !self.staging.try_reclaim(STAGING.max(n)) {
             self.staging = BytesMut::with_capacity(STAGING.max(n));
         }
+    }
+
+    /// Frames pushed so far (written or not).
+    pub fn frames(&self) -> u64 {
+        self.frames
     }
 
     /// Bytes waiting.
