@@ -152,7 +152,13 @@ fn start_session(
                     }
                 },
                 Err(e) => {
-                    debug!("session from {peer} ended: {e}");
+                    // A peer that breaks the protocol (a version mismatch, say) is worth a
+                    // warning; a session that simply ended is not.
+                    if matches!(e, rsmux::Error::Protocol(_)) {
+                        warn!("session from {peer} ended: {e}");
+                    } else {
+                        debug!("session from {peer} ended: {e}");
+                    }
                     break;
                 }
             }

@@ -135,4 +135,13 @@ fn version_mismatch_does_not_kill_the_server() {
         let good = client(addr, 2).await;
         echo_once(&good, pattern(7, 100_000)).await;
     }));
+    // The refusal is logged at the default level (warn), naming the mismatch.
+    assert!(
+        server.wait_stderr(
+            "does not match the session's version",
+            Duration::from_secs(10)
+        ),
+        "no warning about the version mismatch: {}",
+        server.stderr()
+    );
 }

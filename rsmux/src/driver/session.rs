@@ -88,7 +88,12 @@ impl Session {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let conn = Connection::new(config, role, now())?;
         let shared = Shared::new(conn);
-        runtime.spawn(Driver::new(shared.clone(), io));
+        // Everything the driver logs carries the session's role.
+        let span = tracing::debug_span!("smux_session", role = ?role);
+        runtime.spawn(tracing::Instrument::instrument(
+            Driver::new(shared.clone(), io),
+            span,
+        ));
         Ok(Session { shared })
     }
 
