@@ -146,16 +146,21 @@ fn real_kcptun_client_to_rsmux_server_with_kcptun_defaults() {
     let rt = runtime();
     rt.block_on(async {
         let target = tcp_echo_target().await.to_string();
-        let server = Proc::rsmux(&[
-            "kcptun",
-            "server",
-            "-l",
-            "127.0.0.1:0",
-            "-t",
-            &target,
-            "--key",
-            KEY,
-        ]);
+        // The key from kcptun's environment variable rather than --key.
+        let env_key = format!("KCPTUN_KEY={KEY}");
+        let server = Proc::start(
+            "env",
+            &[
+                &env_key,
+                common::bin(),
+                "kcptun",
+                "server",
+                "-l",
+                "127.0.0.1:0",
+                "-t",
+                &target,
+            ],
+        );
         let udp = server.addr.to_string();
         let client = Kcptun::start(
             "kcptun-client",
@@ -342,4 +347,50 @@ fn usage_errors_exit_2_naming_the_flag() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(flag), "{args:?} should name {flag}: {err}");
     }
+}
+
+#[test]
+fn unix_socket_target() {
+    let rt = runtime();
+    rt.block_on(async {
+        let dir = std::env::temp_dir().join(format!("rsmux-kcptun-unix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("echo.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = tokio::io::split(conn);
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let target = path.to_str().unwrap();
+        let server = Proc::rsmux(&[
+            "kcptun",
+            "server",
+            "-l",
+            "127.0.0.1:0",
+            "-t",
+            target,
+            "--key",
+            KEY,
+        ]);
+        let udp = server.addr.to_string();
+        let client = Proc::rsmux(&[
+            "kcptun",
+            "client",
+            "-l",
+            "127.0.0.1:0",
+            "-r",
+            &udp,
+            "--key",
+            KEY,
+        ]);
+        within(Duration::from_secs(20), "echo via a Unix socket", async {
+            echo_through(client.addr, pattern(3, 300_000), Shutdown::AfterEcho).await
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+    });
 }
