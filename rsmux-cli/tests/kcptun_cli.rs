@@ -394,3 +394,103 @@ fn unix_socket_target() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+#[test]
+fn autoexpire_replaces_the_session_for_new_connections() {
+    let rt = runtime();
+    rt.block_on(async {
+        let target = tcp_echo_target().await.to_string();
+        let server = Proc::rsmux(&[
+            "kcptun",
+            "server",
+            "-l",
+            "127.0.0.1:0",
+            "-t",
+            &target,
+            "--key",
+            KEY,
+        ]);
+        let udp = server.addr.to_string();
+        let client = Proc::rsmux(&[
+            "kcptun",
+            "client",
+            "-l",
+            "127.0.0.1:0",
+            "-r",
+            &udp,
+            "--key",
+            KEY,
+            "--autoexpire",
+            "1",
+            "--scavengettl",
+            "0",
+        ]);
+        // Connections keep coming; once the first session is a second old, the next one
+        // replaces it (and the old one is closed at once, --scavengettl 0).
+        within(Duration::from_secs(10), "session expiry", async {
+            let mut seed = 20;
+            while !client.stderr().contains("session 0 expired") {
+                echo_through(client.addr, pattern(seed, 10_000), Shutdown::AfterEcho).await;
+                seed += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            echo_through(client.addr, pattern(seed, 10_000), Shutdown::AfterEcho).await;
+        })
+        .await;
+        assert!(
+            client.stderr().matches("dialled").count() >= 2,
+            "{}",
+            client.stderr()
+        );
+        assert!(
+            server.stderr().matches("session from").count() >= 2,
+            "{}",
+            server.stderr()
+        );
+    });
+}
+
+#[test]
+fn no_half_close_as_kcptun() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = runtime();
+    rt.block_on(async {
+        // The target answers only after the request's EOF: through kcptun that answer never
+        // comes back, since the first EOF closes both directions.
+        let target = common::request_eof_target(100_000).await.to_string();
+        let server = Proc::rsmux(&[
+            "kcptun",
+            "server",
+            "-l",
+            "127.0.0.1:0",
+            "-t",
+            &target,
+            "--key",
+            KEY,
+        ]);
+        let udp = server.addr.to_string();
+        let client = Proc::rsmux(&[
+            "kcptun",
+            "client",
+            "-l",
+            "127.0.0.1:0",
+            "-r",
+            &udp,
+            "--key",
+            KEY,
+        ]);
+        let mut tcp = tokio::net::TcpStream::connect(client.addr).await.unwrap();
+        tcp.write_all(b"request").await.unwrap();
+        tcp.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        let read = within(Duration::from_secs(10), "close after EOF", async {
+            tcp.read_to_end(&mut got).await
+        })
+        .await;
+        assert!(
+            got.is_empty(),
+            "{} bytes came back after a half-close ({read:?})",
+            got.len()
+        );
+    });
+}
