@@ -494,3 +494,21 @@ fn no_half_close_as_kcptun() {
         );
     });
 }
+
+#[test]
+fn rsmux_client_to_real_kcptun_server_same_non_default_command_line() {
+    let rt = runtime();
+    rt.block_on(async {
+        let target = tcp_echo_target().await.to_string();
+        let udp = free_udp_port();
+        // The very same flags go to kcptun-server and to rsmux.
+        let mut args = vec!["-l", &udp, "-t", &target, "--key", KEY];
+        args.extend(NON_DEFAULT);
+        let _server = Kcptun::start("kcptun-server", &args);
+        let mut args = vec!["kcptun", "client", "-l", "127.0.0.1:0", "-r", &udp];
+        args.extend(["--key", KEY]);
+        args.extend(NON_DEFAULT);
+        let client = Proc::rsmux(&args);
+        echo_small_and_large(client.addr).await;
+    });
+}
