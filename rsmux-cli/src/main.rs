@@ -8,6 +8,7 @@ mod alloc;
 mod bench;
 mod common;
 mod echo;
+mod kcptun;
 mod tunnel;
 
 use std::process::ExitCode;
@@ -50,6 +51,9 @@ enum Command {
     /// TCP port forwarding over smux: one stream per TCP connection (as kcptun)
     #[command(subcommand, after_help = tunnel::EXAMPLES, arg_required_else_help = false)]
     Tunnel(tunnel::TunnelCommand),
+    /// kcptun-compatible client and server over KCP (drop-in for kcptun-client/-server)
+    #[command(subcommand, after_help = kcptun::EXAMPLES, arg_required_else_help = false)]
+    Kcptun(kcptun::KcptunCommand),
     /// Benchmark on loopback: raw TCP, rsmux v1 and v2, Go smux, side by side
     #[command(after_help = bench::EXAMPLES)]
     Bench(bench::BenchArgs),
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
     let checked = match &cli.command {
         Command::Echo(a) => a.smux.config().map(drop),
         Command::Tunnel(t) => tunnel::check(t),
+        Command::Kcptun(k) => kcptun::check(k),
         Command::Bench(a) => a.check(),
         Command::BenchServer(a) => a.smux.config().map(drop),
     };
@@ -92,6 +97,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Echo(a) => echo::run(a).await,
             Command::Tunnel(t) => tunnel::run(t).await,
+            Command::Kcptun(k) => kcptun::run(k).await,
             Command::Bench(a) => bench::run(a).await,
             Command::BenchServer(a) => bench::server::run(a).await,
         }
@@ -132,8 +138,10 @@ fn usage_error(e: clap::Error) -> ExitCode {
 fn subcommand_hint() -> &'static str {
     if std::env::args().skip(1).any(|a| a == "tunnel") {
         "'rsmux tunnel server' or 'rsmux tunnel client'"
+    } else if std::env::args().skip(1).any(|a| a == "kcptun") {
+        "'rsmux kcptun server' or 'rsmux kcptun client'"
     } else {
-        "echo, tunnel or bench"
+        "echo, tunnel, kcptun or bench"
     }
 }
 

@@ -1,0 +1,514 @@
+//! `rsmux kcptun client|server` against Debian's real `kcptun-client`/`kcptun-server` and
+//! against each other, through real processes, TCP and UDP on loopback.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use common::{echo_through, pattern, rsmux, runtime, tcp_echo_target, within, Proc, Shutdown};
+
+/// Test key (the same on both ends).
+const KEY: &str = "rsmux kcptun cli test";
+
+/// Path of a kcptun binary. On a fresh Debian machine, running as root, installs Debian's
+/// `kcptun` first (one test process at a time, under a lock), as the rsmux-kcp tests do;
+/// `RSMUX_NO_APT=1` turns that off.
+fn kcptun_bin(name: &str) -> String {
+    let path = format!("/usr/bin/{name}");
+    if !std::path::Path::new(&path).exists() {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        if root && std::env::var_os("RSMUX_NO_APT").is_none() {
+            let script = "command -v kcptun-server >/dev/null 2>&1 || { command -v apt-get \
+                >/dev/null && apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y -qq kcptun; }";
+            let _ = Command::new("flock")
+                .args(["/tmp/rsmux-kcptun-install.lock", "sh", "-c", script])
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{name} not found: these tests run against the real kcptun; install it with \
+         `apt-get install -y kcptun`"
+    );
+    path
+}
+
+/// A real kcptun process, killed on drop.
+struct Kcptun {
+    child: Child,
+    /// The address from its "listening on:" log line.
+    listening: String,
+}
+
+impl Drop for Kcptun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Kcptun {
+    /// Starts `name args` and waits for "key derivation done" (the client has bound its TCP
+    /// port by then; the server binds its UDP port right after, and KCP retransmits anything
+    /// sent before).
+    fn start(name: &str, args: &[&str]) -> Kcptun {
+        let mut child = Command::new(kcptun_bin(name))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let label = name.to_string();
+        std::thread::spawn(move || {
+            let mut listening = String::new();
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some((_, addr)) = line.split_once("listening on: ") {
+                    listening = addr.trim().to_string();
+                }
+                if line.contains("key derivation done") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(listening.clone());
+                    }
+                }
+                if std::env::var_os("KCPTUN_LOG").is_some() {
+                    eprintln!("[{label}] {line}");
+                }
+            }
+        });
+        let listening = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{name} {args:?} did not start"));
+        Kcptun { child, listening }
+    }
+}
+
+/// A free UDP port on loopback (bound and released; kcptun-server binds it right after).
+fn free_udp_port() -> String {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
+/// Echoes a small and a multi-MiB payload through `addr`, each on its own connection,
+/// byte-exact. The client shuts down only after the whole echo came back (kcptun has no
+/// half-close).
+async fn echo_small_and_large(addr: SocketAddr) {
+    within(Duration::from_secs(20), "small echo", async {
+        echo_through(addr, pattern(1, 1000), Shutdown::AfterEcho).await
+    })
+    .await;
+    within(Duration::from_secs(30), "4 MiB echo", async {
+        echo_through(addr, pattern(2, 4 << 20), Shutdown::AfterEcho).await
+    })
+    .await;
+}
+
+#[test]
+fn rsmux_client_to_real_kcptun_server_with_kcptun_defaults() {
+    let rt = runtime();
+    rt.block_on(async {
+        let target = tcp_echo_target().await.to_string();
+        let udp = free_udp_port();
+        let _server = Kcptun::start("kcptun-server", &["-l", &udp, "-t", &target, "--key", KEY]);
+        let client = Proc::rsmux(&[
+            "kcptun",
+            "client",
+            "-l",
+            "127.0.0.1:0",
+            "-r",
+            &udp,
+            "--key",
+            KEY,
+        ]);
+        echo_small_and_large(client.addr).await;
+    });
+}
+
+#[test]
+fn real_kcptun_client_to_rsmux_server_with_kcptun_defaults() {
+    let rt = runtime();
+    rt.block_on(async {
+        let target = tcp_echo_target().await.to_string();
+        // The key from kcptun's environment variable rather than --key.
+        let env_key = format!("KCPTUN_KEY={KEY}");
+        let server = Proc::start(
+            "env",
+            &[
+                &env_key,
+                common::bin(),
+                "kcptun",
+                "server",
+                "-l",
+                "127.0.0.1:0",
+                "-t",
+                &target,
+            ],
+        );
+        let udp = server.addr.to_string();
+        let client = Kcptun::start(
+            "kcptun-client",
+            &["-l", "127.0.0.1:0", "-r", &udp, "--key", KEY],
+        );
+        let addr: SocketAddr = client.listening.parse().expect("kcptun-client's address");
+        echo_small_and_large(addr).await;
+    });
+}
+
+/// Flags other than kcptun's defaults, as a command line and as kcptun JSON keys.
+const NON_DEFAULT: &[&str] = &[
+    "--crypt",
+    "salsa20",
+    "--mode",
+    "fast3",
+    "--nocomp",
+    "--smuxver",
+    "2",
+    "--ds",
+    "0",
+    "--ps",
+    "0",
+    "--mtu",
+    "1200",
+];
+
+#[test]
+fn rsmux_client_to_rsmux_server_non_default_flags() {
+    let rt = runtime();
+    rt.block_on(async {
+        let target = tcp_echo_target().await.to_string();
+        let mut args = vec!["kcptun", "server", "-l", "127.0.0.1:0", "-t", &target];
+        args.extend(["--key", KEY]);
+        args.extend(NON_DEFAULT);
+        let server = Proc::rsmux(&args);
+        let udp = server.addr.to_string();
+        let mut args = vec!["kcptun", "client", "-l", "127.0.0.1:0", "-r", &udp];
+        args.extend(["--key", KEY]);
+        args.extend(NON_DEFAULT);
+        let client = Proc::rsmux(&args);
+        echo_small_and_large(client.addr).await;
+        assert!(
+            client.stderr().contains("crypt salsa20"),
+            "{}",
+            client.stderr()
+        );
+        assert!(server.stderr().contains("smux v2"), "{}", server.stderr());
+    });
+}
+
+#[test]
+fn json_config_overrides_flags() {
+    let rt = runtime();
+    rt.block_on(async {
+        let target = tcp_echo_target().await.to_string();
+        let dir = std::env::temp_dir().join(format!("rsmux-kcptun-json-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // The non-default settings as kcptun's JSON keys; the flags given alongside say
+        // otherwise (aes, snappy, v1) and must lose.
+        let body = |addr_key: &str, addr: &str, target_key: &str, target: &str| {
+            format!(
+                r#"{{"{addr_key}": "{addr}", "{target_key}": "{target}", "key": "{KEY}",
+                "crypt": "salsa20", "mode": "fast3", "nocomp": true, "smuxver": 2,
+                "datashard": 0, "parityshard": 0, "mtu": 1200, "quiet": true}}"#
+            )
+        };
+        let server_json = dir.join("server.json");
+        std::fs::write(
+            &server_json,
+            body("listen", "127.0.0.1:0", "target", &target),
+        )
+        .unwrap();
+        let server = Proc::rsmux(&[
+            "kcptun",
+            "server",
+            "--crypt",
+            "aes",
+            "--smuxver",
+            "1",
+            "-c",
+            server_json.to_str().unwrap(),
+        ]);
+        let client_json = dir.join("client.json");
+        std::fs::write(
+            &client_json,
+            body(
+                "localaddr",
+                "127.0.0.1:0",
+                "remoteaddr",
+                &server.addr.to_string(),
+            ),
+        )
+        .unwrap();
+        let client = Proc::rsmux(&[
+            "kcptun",
+            "client",
+            "--key",
+            "not the key",
+            "-c",
+            client_json.to_str().unwrap(),
+        ]);
+        echo_small_and_large(client.addr).await;
+        assert!(server.stderr().contains("smux v2"), "{}", server.stderr());
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+#[test]
+fn conn_3_spreads_10_parallel_connections_over_3_sessions() {
+    let rt = runtime();
+    rt.block_on(async {
+        let target = tcp_echo_target().await.to_string();
+        let server = Proc::rsmux(&[
+            "kcptun",
+            "server",
+            "-l",
+            "127.0.0.1:0",
+            "-t",
+            &target,
+            "--key",
+            KEY,
+        ]);
+        let udp = server.addr.to_string();
+        let client = Proc::rsmux(&[
+            "kcptun",
+            "client",
+            "-l",
+            "127.0.0.1:0",
+            "-r",
+            &udp,
+            "--key",
+            KEY,
+            "--conn",
+            "3",
+        ]);
+        let addr = client.addr;
+        let tasks: Vec<_> = (0..10u64)
+            .map(|i| {
+                tokio::spawn(async move {
+                    echo_through(addr, pattern(10 + i, 200_000), Shutdown::AfterEcho).await
+                })
+            })
+            .collect();
+        within(Duration::from_secs(30), "10 parallel echoes", async {
+            for t in tasks {
+                t.await.unwrap();
+            }
+        })
+        .await;
+        // Every session logged "session from" before its first stream was served.
+        let sessions = server.stderr().matches("session from").count();
+        assert_eq!(sessions, 3, "{}", server.stderr());
+        assert_eq!(
+            client.stderr().matches("dialled").count(),
+            3,
+            "{}",
+            client.stderr()
+        );
+    });
+}
+
+#[test]
+fn usage_errors_exit_2_naming_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["kcptun", "client", "--tcp"], "--tcp"),
+        (&["kcptun", "server", "--tcp"], "--tcp"),
+        (&["kcptun", "client", "--crypt", "aes-512"], "--crypt"),
+        (&["kcptun", "server", "--crypt", "tea"], "--crypt tea"),
+        (&["kcptun", "client", "--mode", "turbo"], "--mode"),
+        (&["kcptun", "client", "--mtu", "9000"], "--mtu"),
+        (&["kcptun", "client", "--conn", "0"], "--conn"),
+        (&["kcptun", "server", "--smuxver", "3"], "--smuxver"),
+        (&["kcptun", "client", "--sndwnd", "x"], "--sndwnd"),
+        (
+            &["kcptun", "client", "-c", "/nonexistent/kcptun.json"],
+            "-c",
+        ),
+    ];
+    for (args, flag) in cases {
+        let out = rsmux(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(flag), "{args:?} should name {flag}: {err}");
+    }
+}
+
+#[test]
+fn unix_socket_target() {
+    let rt = runtime();
+    rt.block_on(async {
+        let dir = std::env::temp_dir().join(format!("rsmux-kcptun-unix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("echo.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = tokio::io::split(conn);
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let target = path.to_str().unwrap();
+        let server = Proc::rsmux(&[
+            "kcptun",
+            "server",
+            "-l",
+            "127.0.0.1:0",
+            "-t",
+            target,
+            "--key",
+            KEY,
+        ]);
+        let udp = server.addr.to_string();
+        let client = Proc::rsmux(&[
+            "kcptun",
+            "client",
+            "-l",
+            "127.0.0.1:0",
+            "-r",
+            &udp,
+            "--key",
+            KEY,
+        ]);
+        within(Duration::from_secs(20), "echo via a Unix socket", async {
+            echo_through(client.addr, pattern(3, 300_000), Shutdown::AfterEcho).await
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+#[test]
+fn autoexpire_replaces_the_session_for_new_connections() {
+    let rt = runtime();
+    rt.block_on(async {
+        let target = tcp_echo_target().await.to_string();
+        let server = Proc::rsmux(&[
+            "kcptun",
+            "server",
+            "-l",
+            "127.0.0.1:0",
+            "-t",
+            &target,
+            "--key",
+            KEY,
+        ]);
+        let udp = server.addr.to_string();
+        let client = Proc::rsmux(&[
+            "kcptun",
+            "client",
+            "-l",
+            "127.0.0.1:0",
+            "-r",
+            &udp,
+            "--key",
+            KEY,
+            "--autoexpire",
+            "1",
+            "--scavengettl",
+            "0",
+        ]);
+        // Connections keep coming; once the first session is a second old, the next one
+        // replaces it (and the old one is closed at once, --scavengettl 0).
+        within(Duration::from_secs(10), "session expiry", async {
+            let mut seed = 20;
+            while !client.stderr().contains("session 0 expired") {
+                echo_through(client.addr, pattern(seed, 10_000), Shutdown::AfterEcho).await;
+                seed += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            echo_through(client.addr, pattern(seed, 10_000), Shutdown::AfterEcho).await;
+        })
+        .await;
+        assert!(
+            client.stderr().matches("dialled").count() >= 2,
+            "{}",
+            client.stderr()
+        );
+        assert!(
+            server.stderr().matches("session from").count() >= 2,
+            "{}",
+            server.stderr()
+        );
+    });
+}
+
+#[test]
+fn no_half_close_as_kcptun() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = runtime();
+    rt.block_on(async {
+        // The target answers only after the request's EOF: through kcptun that answer never
+        // comes back, since the first EOF closes both directions.
+        let target = common::request_eof_target(100_000).await.to_string();
+        let server = Proc::rsmux(&[
+            "kcptun",
+            "server",
+            "-l",
+            "127.0.0.1:0",
+            "-t",
+            &target,
+            "--key",
+            KEY,
+        ]);
+        let udp = server.addr.to_string();
+        let client = Proc::rsmux(&[
+            "kcptun",
+            "client",
+            "-l",
+            "127.0.0.1:0",
+            "-r",
+            &udp,
+            "--key",
+            KEY,
+        ]);
+        let mut tcp = tokio::net::TcpStream::connect(client.addr).await.unwrap();
+        tcp.write_all(b"request").await.unwrap();
+        tcp.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        let read = within(Duration::from_secs(10), "close after EOF", async {
+            tcp.read_to_end(&mut got).await
+        })
+        .await;
+        assert!(
+            got.is_empty(),
+            "{} bytes came back after a half-close ({read:?})",
+            got.len()
+        );
+    });
+}
+
+#[test]
+fn rsmux_client_to_real_kcptun_server_same_non_default_command_line() {
+    let rt = runtime();
+    rt.block_on(async {
+        let target = tcp_echo_target().await.to_string();
+        let udp = free_udp_port();
+        // The very same flags go to kcptun-server and to rsmux.
+        let mut args = vec!["-l", &udp, "-t", &target, "--key", KEY];
+        args.extend(NON_DEFAULT);
+        let _server = Kcptun::start("kcptun-server", &args);
+        let mut args = vec!["kcptun", "client", "-l", "127.0.0.1:0", "-r", &udp];
+        args.extend(["--key", KEY]);
+        args.extend(NON_DEFAULT);
+        let client = Proc::rsmux(&args);
+        echo_small_and_large(client.addr).await;
+    });
+}
