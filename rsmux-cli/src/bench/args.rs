@@ -190,7 +190,7 @@ impl BenchArgs {
             .unwrap_or(Duration::from_secs(if self.quick { 1 } else { 3 }))
     }
 
-    /// The round-trip times to run at, in the order given ([0] by default).
+    /// The round-trip times to run at, in the order given (only 0 by default).
     pub fn rtts(&self) -> Vec<Duration> {
         if self.rtt.is_empty() {
             vec![Duration::ZERO]

@@ -1,6 +1,6 @@
 //! From a TCP connection to an smux session, with or without TLS. The server either speaks
 //! plaintext (and turns away clients that open with a TLS handshake, with a clear message) or
-//! TLS 1.3 followed by the secret's proof (see [`auth`](super::auth)); the client does the
+//! TLS 1.3 followed by the secret's proof (see [`super::auth`]); the client does the
 //! matching half. Every refusal on the server is logged (warn) with the peer's address, and
 //! none of them lets a stream reach the target: the smux session only starts after it.
 
