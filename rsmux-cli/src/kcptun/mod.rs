@@ -519,18 +519,22 @@ impl Settings {
             ..rsmux::Config::default()
         };
         config.validate().map_err(|e| {
+            use rsmux::{ConfigField as F, ConfigProblem as P};
             let flag = match e.field {
-                "version" => "--smuxver",
-                "max_receive_buffer" => "--smuxbuf",
-                "max_stream_buffer" => "--streambuf",
-                "keep_alive_interval" | "keep_alive_timeout" => "--keepalive",
-                other => other,
+                F::Version => "--smuxver",
+                F::MaxReceiveBuffer => "--smuxbuf",
+                F::MaxStreamBuffer => "--streambuf",
+                F::KeepAliveInterval | F::KeepAliveTimeout => "--keepalive",
+                other => other.name(),
             };
-            let reason = e
-                .reason
-                .replace("keep_alive_interval", "--keepalive")
-                .replace("keep_alive_timeout", "the 30 s keepalive timeout")
-                .replace("max_receive_buffer", "--smuxbuf");
+            // Said in terms of kcptun's flags, not of the library's fields.
+            let reason = match e.problem {
+                P::BelowKeepAliveInterval => {
+                    "must not be longer than the 30 s keepalive timeout".to_string()
+                }
+                P::AboveReceiveBuffer => "must not be larger than --smuxbuf".to_string(),
+                other => other.to_string(),
+            };
             format!("{flag}: {reason}")
         })?;
         Ok(config)
