@@ -97,6 +97,40 @@ impl Kcptun {
     }
 }
 
+/// `rsmux kcptun server` on a free UDP port of 127.0.0.1, forwarding to `target`, with the test
+/// key and `extra` flags.
+fn rsmux_kcptun_server(target: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "kcptun",
+        "server",
+        "-l",
+        "127.0.0.1:0",
+        "-t",
+        target,
+        "--key",
+        KEY,
+    ];
+    args.extend_from_slice(extra);
+    Proc::rsmux(&args)
+}
+
+/// `rsmux kcptun client` on a free TCP port of 127.0.0.1, to the server at `udp`, with the test
+/// key and `extra` flags.
+fn rsmux_kcptun_client(udp: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "kcptun",
+        "client",
+        "-l",
+        "127.0.0.1:0",
+        "-r",
+        udp,
+        "--key",
+        KEY,
+    ];
+    args.extend_from_slice(extra);
+    Proc::rsmux(&args)
+}
+
 /// A free UDP port on loopback (bound and released; kcptun-server binds it right after).
 fn free_udp_port() -> String {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -127,16 +161,7 @@ fn rsmux_client_to_real_kcptun_server_with_kcptun_defaults() {
         let target = tcp_echo_target().await.to_string();
         let udp = free_udp_port();
         let _server = Kcptun::start("kcptun-server", &["-l", &udp, "-t", &target, "--key", KEY]);
-        let client = Proc::rsmux(&[
-            "kcptun",
-            "client",
-            "-l",
-            "127.0.0.1:0",
-            "-r",
-            &udp,
-            "--key",
-            KEY,
-        ]);
+        let client = rsmux_kcptun_client(&udp, &[]);
         echo_small_and_large(client.addr).await;
     });
 }
@@ -274,29 +299,9 @@ fn conn_3_spreads_10_parallel_connections_over_3_sessions() {
     let rt = runtime();
     rt.block_on(async {
         let target = tcp_echo_target().await.to_string();
-        let server = Proc::rsmux(&[
-            "kcptun",
-            "server",
-            "-l",
-            "127.0.0.1:0",
-            "-t",
-            &target,
-            "--key",
-            KEY,
-        ]);
+        let server = rsmux_kcptun_server(&target, &[]);
         let udp = server.addr.to_string();
-        let client = Proc::rsmux(&[
-            "kcptun",
-            "client",
-            "-l",
-            "127.0.0.1:0",
-            "-r",
-            &udp,
-            "--key",
-            KEY,
-            "--conn",
-            "3",
-        ]);
+        let client = rsmux_kcptun_client(&udp, &["--conn", "3"]);
         let addr = client.addr;
         let tasks: Vec<_> = (0..10u64)
             .map(|i| {
@@ -366,27 +371,9 @@ fn unix_socket_target() {
             }
         });
         let target = path.to_str().unwrap();
-        let server = Proc::rsmux(&[
-            "kcptun",
-            "server",
-            "-l",
-            "127.0.0.1:0",
-            "-t",
-            target,
-            "--key",
-            KEY,
-        ]);
+        let server = rsmux_kcptun_server(target, &[]);
         let udp = server.addr.to_string();
-        let client = Proc::rsmux(&[
-            "kcptun",
-            "client",
-            "-l",
-            "127.0.0.1:0",
-            "-r",
-            &udp,
-            "--key",
-            KEY,
-        ]);
+        let client = rsmux_kcptun_client(&udp, &[]);
         within(Duration::from_secs(20), "echo via a Unix socket", async {
             echo_through(client.addr, pattern(3, 300_000), Shutdown::AfterEcho).await
         })
@@ -400,31 +387,9 @@ fn autoexpire_replaces_the_session_for_new_connections() {
     let rt = runtime();
     rt.block_on(async {
         let target = tcp_echo_target().await.to_string();
-        let server = Proc::rsmux(&[
-            "kcptun",
-            "server",
-            "-l",
-            "127.0.0.1:0",
-            "-t",
-            &target,
-            "--key",
-            KEY,
-        ]);
+        let server = rsmux_kcptun_server(&target, &[]);
         let udp = server.addr.to_string();
-        let client = Proc::rsmux(&[
-            "kcptun",
-            "client",
-            "-l",
-            "127.0.0.1:0",
-            "-r",
-            &udp,
-            "--key",
-            KEY,
-            "--autoexpire",
-            "1",
-            "--scavengettl",
-            "0",
-        ]);
+        let client = rsmux_kcptun_client(&udp, &["--autoexpire", "1", "--scavengettl", "0"]);
         // Connections keep coming; once the first session is a second old, the next one
         // replaces it (and the old one is closed at once, --scavengettl 0).
         within(Duration::from_secs(10), "session expiry", async {
@@ -458,27 +423,9 @@ fn no_half_close_as_kcptun() {
         // The target answers only after the request's EOF: through kcptun that answer never
         // comes back, since the first EOF closes both directions.
         let target = common::request_eof_target(100_000).await.to_string();
-        let server = Proc::rsmux(&[
-            "kcptun",
-            "server",
-            "-l",
-            "127.0.0.1:0",
-            "-t",
-            &target,
-            "--key",
-            KEY,
-        ]);
+        let server = rsmux_kcptun_server(&target, &[]);
         let udp = server.addr.to_string();
-        let client = Proc::rsmux(&[
-            "kcptun",
-            "client",
-            "-l",
-            "127.0.0.1:0",
-            "-r",
-            &udp,
-            "--key",
-            KEY,
-        ]);
+        let client = rsmux_kcptun_client(&udp, &[]);
         let mut tcp = tokio::net::TcpStream::connect(client.addr).await.unwrap();
         tcp.write_all(b"request").await.unwrap();
         tcp.shutdown().await.unwrap();
