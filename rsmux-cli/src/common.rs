@@ -104,6 +104,7 @@ impl SmuxOpts {
             max_receive_buffer: self.smuxbuf,
             max_stream_buffer: self.streambuf,
             stream_window_auto_tune: !self.fixed_streambuf,
+            max_streams: 0,
         };
         match config.validate() {
             Ok(()) => Ok(config),

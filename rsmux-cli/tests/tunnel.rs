@@ -162,3 +162,48 @@ fn client_reconnects_after_the_server_dies() {
         echo_through(addr, pattern(2, 100_000), Shutdown::AfterWriting),
     ));
 }
+
+/// `--max-streams 2`: two connections through the tunnel are served at once; a third, opened
+/// while they are held, is refused at once (its connection ends, nothing comes back); once one
+/// of the two ends, a new connection goes through again.
+#[test]
+fn max_streams_refuses_the_extra_stream_at_once() {
+    let rt = runtime();
+    let target = rt.block_on(tcp_echo_target());
+    let (_server, client) = tunnel(target, &["--max-streams", "2"], &[]);
+    let addr = client.addr;
+    rt.block_on(within(Duration::from_secs(30), "max streams", async move {
+        let mut held = Vec::new();
+        for i in 0..2u8 {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(&[i; 10]).await.unwrap();
+            let mut back = [0u8; 10];
+            tcp.read_exact(&mut back).await.unwrap();
+            assert_eq!(back, [i; 10]);
+            held.push(tcp);
+        }
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        let _ = extra.write_all(b"refused?").await;
+        let mut buf = [0u8; 16];
+        let got = extra.read(&mut buf).await;
+        assert!(
+            !matches!(got, Ok(n) if n > 0),
+            "a stream beyond --max-streams was served"
+        );
+        drop(held.pop());
+        // The server frees the slot once the stream's close has crossed the tunnel.
+        let mut served = false;
+        for _ in 0..100 {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            let _ = tcp.write_all(b"again").await;
+            let mut back = [0u8; 5];
+            if tcp.read_exact(&mut back).await.is_ok() {
+                assert_eq!(&back, b"again");
+                served = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(served, "no stream was served after one of the two closed");
+    }));
+}

@@ -45,6 +45,11 @@ pub struct Config {
     /// A stream's growth is given back when its reader closes. `false` advertises
     /// `max_stream_buffer` always, exactly as Go smux does.
     pub stream_window_auto_tune: bool,
+    /// Most streams the session holds at once (0: no limit, as in Go). A SYN from the peer
+    /// beyond it is refused at once: the stream is never registered or queued for accept, a FIN
+    /// tells the peer (it reads EOF), and whatever it sends on that stream is dropped without
+    /// being buffered. Counted in [`Stats::streams_refused`](crate::Stats::streams_refused).
+    pub max_streams: usize,
     /// Server only: take the protocol version (1 or 2) from the client's first frame, so one
     /// server serves clients of both versions (a step Go smux cannot take: a deployment moves
     /// from v1 to v2 without a flag day). The server sends nothing before that frame arrives;
@@ -64,6 +69,7 @@ impl Default for Config {
             max_receive_buffer: 4_194_304,
             max_stream_buffer: 65536,
             stream_window_auto_tune: true,
+            max_streams: 0,
             detect_version: false,
         }
     }

@@ -108,6 +108,10 @@ pub struct ServerArgs {
     /// Where every stream is forwarded to
     #[arg(long, value_name = "HOST:PORT", value_parser = common::parse_host_port)]
     pub target: String,
+    /// Most streams one session may hold at once; a client opening more has each extra
+    /// stream refused at once (its connection ends). 0: no limit
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_streams: usize,
     #[command(flatten)]
     pub security: ServerSecurityArgs,
     #[command(flatten)]
@@ -406,7 +410,10 @@ fn host_name() -> String {
 }
 
 async fn run_server(args: ServerArgs) -> Result<()> {
-    let config = args.smux.config().map_err(common::Failure)?;
+    let config = rsmux::Config {
+        max_streams: args.max_streams,
+        ..args.smux.config().map_err(common::Failure)?
+    };
     let setup = server_setup(&args.security)?;
     let listener = common::bind(&args.listen).await?;
     let local = listener.local_addr().context("listener address")?;

@@ -32,6 +32,10 @@ pub const ACCEPT_BACKLOG: usize = 1024;
 /// Bytes one stream may have accepted from the application and not yet framed.
 pub const STREAM_SEND_BUFFER: usize = 256 * 1024;
 
+/// Most refusals (see [`Config::max_streams`]) whose FIN waits to be sent; SYNs refused
+/// beyond that get no FIN, so a flood of SYNs costs bounded memory.
+const REFUSED_FIN_MAX: usize = 1024;
+
 /// A write larger than this waits until at least this much fits (see [`min_write_room`]).
 pub const MIN_WRITE_ROOM: usize = 4096;
 
@@ -103,6 +107,8 @@ pub struct Stats {
     pub streams_opened: u64,
     /// Streams the peer opened that the application accepted.
     pub streams_accepted: u64,
+    /// Streams the peer opened beyond [`Config::max_streams`], refused at once.
+    pub streams_refused: u64,
     /// Streams in the table now (open, or closing with data still to send).
     pub streams: usize,
     /// Received bytes the application has not read yet, all streams together.
@@ -156,6 +162,8 @@ pub struct Connection {
     stash: PartsStash,
     /// Which end this is.
     role: Role,
+    /// Peer-opened streams refused by [`Config::max_streams`], whose FIN is still to be sent.
+    refused: VecDeque<u32>,
     /// Running totals for [`stats`](Self::stats).
     counts: Stats,
     /// Streams with a frame to send, served one frame per turn (SPEC §7).
@@ -208,6 +216,7 @@ impl Connection {
             blocks: BlockPool::default(),
             stash: PartsStash::default(),
             role,
+            refused: VecDeque::new(),
             counts: Stats::default(),
             keepalive: Keepalive::new(&config, now),
             ids: IdAllocator::new(role),
@@ -387,7 +396,10 @@ impl Connection {
     pub fn has_pending_transmit(&self) -> bool {
         self.state != State::Closed
             && !self.detecting_version
-            && (self.nop_pending || !self.ring.is_empty() || self.send_queued > 0)
+            && (self.nop_pending
+                || !self.ring.is_empty()
+                || self.send_queued > 0
+                || !self.refused.is_empty())
     }
 
     /// After a graceful [`close`](Self::close): true once everything queued was framed, so
@@ -413,6 +425,12 @@ impl Connection {
         let v2 = self.v2();
         if std::mem::take(&mut self.nop_pending) {
             tx.push(Header::new(version, Cmd::Nop, 0, 0), Bytes::new());
+        }
+        while tx.len() < max_bytes {
+            let Some(id) = self.refused.pop_front() else {
+                break;
+            };
+            tx.push(Header::new(version, Cmd::Fin, 0, id), Bytes::new());
         }
         while tx.len() < max_bytes {
             let Some(id) = self.ring.pop_front() else {
@@ -548,6 +566,17 @@ impl Connection {
     fn on_syn(&mut self, id: u32) {
         // A SYN for a live id is ignored, as in Go (SPEC §1.6).
         if self.streams.contains_key(&id) {
+            return;
+        }
+        let max = self.config.max_streams;
+        if max > 0 && self.streams.len() >= max {
+            // Refused: never registered, so its data is dropped uncharged; a FIN says so
+            // (unless a flood of refusals is already waiting: then the SYN is just ignored).
+            self.counts.streams_refused += 1;
+            if self.refused.len() < REFUSED_FIN_MAX {
+                self.refused.push_back(id);
+                self.wake_driver = true;
+            }
             return;
         }
         let serial = self.take_serial();

@@ -1084,3 +1084,66 @@ fn write_chunk_takes_what_fits_and_leaves_the_rest_to_the_caller() {
     assert!(p.client.write_chunk(id, &mut more, p.now).is_err());
     assert_eq!(more.len(), 4, "a refused chunk is left whole");
 }
+
+#[test]
+fn streams_beyond_max_streams_are_refused_at_once() {
+    let mut p = Pair::new(Config::default());
+    let limited = Config {
+        max_streams: 2,
+        ..Config::default()
+    };
+    p.server = Connection::new(limited, Role::Server, p.now).unwrap();
+    let ids: Vec<u32> = (0..3).map(|_| p.client.open().unwrap()).collect();
+    for &id in &ids {
+        p.client.write(id, b"data", p.now).unwrap();
+    }
+    p.drive();
+    assert_eq!(p.accept(), ids[0]);
+    assert_eq!(p.accept(), ids[1]);
+    assert_eq!(
+        p.server.accept().unwrap(),
+        None,
+        "the third is never queued"
+    );
+    // The client reads EOF on the refused stream; nothing of it is buffered by the server.
+    assert_eq!(
+        p.client.read(ids[2], &mut [0u8; 8], p.now).unwrap(),
+        ReadOutcome::Eof
+    );
+    assert_eq!(
+        p.server.buffered_bytes(),
+        8,
+        "4 + 4 bytes of the accepted two"
+    );
+    assert_eq!(p.server.stats().streams_refused, 1);
+    assert_eq!(p.server.num_streams(), 2);
+    // Once one closes on the server, a new stream is accepted.
+    p.server.release(ids[0], BOTH_HANDLES);
+    p.drive();
+    let next = p.client.open().unwrap();
+    p.drive();
+    assert_eq!(p.accept(), next);
+    assert_eq!(p.server.stats().streams_refused, 1);
+}
+
+#[test]
+fn a_flood_of_refused_syns_costs_bounded_memory() {
+    let limited = Config {
+        max_streams: 1,
+        ..Config::default()
+    };
+    let mut server = Connection::new(limited, Role::Server, Instant::now()).unwrap();
+    let mut wire = Vec::new();
+    for i in 0..10_000u32 {
+        wire.extend(frame(1, Cmd::Syn, 1 + 2 * i, b""));
+    }
+    feed(&mut server, &wire);
+    assert_eq!(server.stats().streams_refused, 9_999);
+    // One FIN per refusal, up to the bound; the rest are dropped, not queued.
+    let fins = frames(&transmit(&mut server))
+        .into_iter()
+        .filter(|f| f.0 == FIN)
+        .count();
+    assert_eq!(fins, 1024);
+    assert!(frames(&transmit(&mut server)).is_empty());
+}
