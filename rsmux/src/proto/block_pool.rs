@@ -10,9 +10,9 @@
 //! Memory: besides blocks frames still use (which cost nothing extra), the pool keeps at most
 //! [`FREE_KEEP`] free blocks after each take, and none once the driver finds the session quiet.
 
-use std::collections::VecDeque;
-
 use bytes::BytesMut;
+
+use super::spare::Spares;
 
 /// Size of one block.
 pub(crate) const BLOCK: usize = 64 * 1024;
@@ -27,50 +27,33 @@ const POOL_MAX: usize = 64;
 /// Free blocks kept for the next writes.
 const FREE_KEEP: usize = 8;
 
-/// Retired blocks, oldest first.
+/// Retired blocks.
 #[derive(Debug, Default)]
 pub(crate) struct BlockPool {
-    retired: VecDeque<BytesMut>,
+    retired: Spares<POOL_MAX>,
 }
 
 impl BlockPool {
     /// A block with room for [`BLOCK`] bytes: a retired one no frame refers to any more, or a
     /// new one.
     pub(crate) fn take(&mut self) -> BytesMut {
-        let found = self
-            .retired
-            .iter_mut()
-            .position(|b| b.try_reclaim(BLOCK))
-            .and_then(|i| self.retired.remove(i));
-        // Free blocks beyond a few are let go (blocks frames still use cost nothing extra).
-        let mut free = 0;
-        self.retired.retain_mut(|b| {
-            if !b.try_reclaim(BLOCK) {
-                return true;
-            }
-            free += 1;
-            free <= FREE_KEEP
-        });
-        found.unwrap_or_else(|| BytesMut::with_capacity(BLOCK))
+        self.take_free()
+            .unwrap_or_else(|| BytesMut::with_capacity(BLOCK))
     }
 
-    /// Whether a block is free now (then [`take`](Self::take) allocates nothing).
-    pub(crate) fn has_free(&mut self) -> bool {
-        self.retired.iter_mut().any(|b| b.try_reclaim(BLOCK))
+    /// A retired block no frame refers to any more, if there is one (no allocation).
+    pub(crate) fn take_free(&mut self) -> Option<BytesMut> {
+        self.retired.take(BLOCK, BLOCK, FREE_KEEP)
     }
 
     /// Gives back a block whose bytes were all handed out (frames may still refer to it).
-    pub(crate) fn retire(&mut self, mut block: BytesMut) {
-        block.clear();
-        if self.retired.len() == POOL_MAX {
-            self.retired.pop_front();
-        }
-        self.retired.push_back(block);
+    pub(crate) fn retire(&mut self, block: BytesMut) {
+        self.retired.retire(block);
     }
 
     /// Lets go of every block (the session is quiet).
     pub(crate) fn release(&mut self) {
-        self.retired = VecDeque::new();
+        self.retired.clear();
     }
 
     /// Whether any block is kept.
@@ -111,9 +94,10 @@ mod tests {
     #[test]
     fn a_released_pool_keeps_nothing() {
         let mut pool = BlockPool::default();
-        assert!(!pool.has_free());
+        assert!(pool.take_free().is_none());
         pool.retire(pool_block());
-        assert!(pool.has_free());
+        let free = pool.take_free().expect("the retired block is free");
+        pool.retire(free);
         assert!(!pool.is_empty());
         pool.release();
         assert!(pool.is_empty());

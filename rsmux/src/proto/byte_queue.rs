@@ -130,8 +130,11 @@ impl ByteQueue {
     ) {
         let p = self.parts(stash);
         let fits = p.pooled && p.tail.capacity() - p.tail.len() >= piece.len();
-        // A small write takes a block only if one is free (no allocation either way).
-        if fits || write_len >= BLOCK_WRITE_MIN || pool.has_free() {
+        if fits || write_len >= BLOCK_WRITE_MIN {
+            p.push_pooled(piece, pool);
+        } else if let Some(block) = pool.take_free() {
+            // A small write takes a block only if one is free (no allocation either way).
+            p.switch_block(block, pool);
             p.push_pooled(piece, pool);
         } else {
             if p.pooled {
@@ -236,18 +239,24 @@ impl Parts {
         while !piece.is_empty() {
             let room = self.tail.capacity() - self.tail.len();
             if !self.pooled || room == 0 {
-                self.freeze_tail();
-                let old = std::mem::replace(&mut self.tail, pool.take());
-                if std::mem::replace(&mut self.pooled, true) {
-                    pool.retire(old);
-                }
-                self.tail_shared = false;
+                self.switch_block(pool.take(), pool);
                 continue;
             }
             let k = room.min(piece.len());
             self.tail.extend_from_slice(&piece[..k]);
             piece = &piece[k..];
         }
+    }
+
+    /// Makes `block` the tail; what the old tail holds stays queued (no copy), and an old
+    /// block goes back to `pool`.
+    fn switch_block(&mut self, block: BytesMut, pool: &mut BlockPool) {
+        self.freeze_tail();
+        let old = std::mem::replace(&mut self.tail, block);
+        if std::mem::replace(&mut self.pooled, true) {
+            pool.retire(old);
+        }
+        self.tail_shared = false;
     }
 
     /// Moves what the tail holds to the end of `chunks` (no copy).

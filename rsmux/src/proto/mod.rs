@@ -12,6 +12,7 @@ mod deadlines;
 mod ids;
 mod keepalive;
 mod recv_buffer;
+mod spare;
 mod stream;
 mod tx;
 mod window;

@@ -16,9 +16,9 @@
 //! before they are old, so the common case copies nothing. When no slice of the current chunk
 //! is left, the next read reuses its memory instead of allocating.
 
-use std::collections::VecDeque;
-
 use bytes::{Buf, Bytes, BytesMut};
+
+use super::spare::Spares;
 
 use crate::frame::HEADER_LEN;
 
@@ -58,8 +58,8 @@ pub struct RecvBuffer {
     buf: BytesMut,
     /// Chunks started so far.
     chunks_started: u64,
-    /// Earlier chunks, oldest first, kept to be reused once no slice of them is left.
-    retired: VecDeque<BytesMut>,
+    /// Earlier chunks, kept to be reused once no slice of them is left.
+    retired: Spares<RETIRED_MAX>,
     /// Size of the next chunk (0 counts as [`MIN_CHUNK`]).
     size: usize,
     /// Room the last [`prepare`](Self::prepare) offered.
@@ -85,19 +85,19 @@ impl RecvBuffer {
             // one (memory the kernel has not handed out yet costs a page fault per page).
             if !self.buf.try_reclaim(room) {
                 let size = self.buf.len() + room;
+                let keep = if self.chunk_size() >= CHUNK {
+                    FREE_KEEP
+                } else {
+                    FREE_KEEP_SMALL
+                };
                 let mut next = self
-                    .reusable(size)
+                    .retired
+                    .take(size, MIN_CHUNK, keep)
                     .unwrap_or_else(|| BytesMut::with_capacity(size));
                 next.extend_from_slice(&self.buf);
-                let mut old = std::mem::replace(&mut self.buf, next);
+                let old = std::mem::replace(&mut self.buf, next);
                 if self.chunks_started > 0 {
-                    // Past its end (not cleared): the handle's own room stays below a small
-                    // chunk, so only a chunk no slice holds can be reclaimed.
-                    old.advance(old.len());
-                    if self.retired.len() == RETIRED_MAX {
-                        self.retired.pop_front();
-                    }
-                    self.retired.push_back(old);
+                    self.retired.retire(old);
                 }
                 self.chunks_started += 1;
             }
@@ -132,38 +132,11 @@ impl RecvBuffer {
         self.size.max(MIN_CHUNK)
     }
 
-    /// A retired chunk of at least `size` bytes that no slice refers to any more. Other free
-    /// ones beyond [`FREE_KEEP`] are let go (chunks slices still use cost nothing extra).
-    fn reusable(&mut self, size: usize) -> Option<BytesMut> {
-        let found = self
-            .retired
-            .iter_mut()
-            .position(|c| c.try_reclaim(size))
-            .and_then(|i| self.retired.remove(i));
-        let keep = if self.chunk_size() >= CHUNK {
-            FREE_KEEP
-        } else {
-            FREE_KEEP_SMALL
-        };
-        let size = self.chunk_size();
-        let mut free = 0;
-        self.retired.retain_mut(|c| {
-            if c.try_reclaim(size) {
-                free += 1;
-                return free <= keep;
-            }
-            // Held by slices (kept), or free but smaller than chunks now are (of no more use).
-            // Asking for a whole small chunk tells them apart: a held one has less room.
-            !c.try_reclaim(MIN_CHUNK)
-        });
-        found
-    }
-
     /// Lets go of the retired chunks, and of the current one if it holds nothing, and starts
     /// again from [`MIN_CHUNK`] (the driver calls this once the session has been quiet for a
     /// while, so an idle session keeps at most a partial frame).
     pub fn release_retired(&mut self) {
-        self.retired = VecDeque::new();
+        self.retired.clear();
         self.size = MIN_CHUNK;
         if self.buf.is_empty() {
             self.buf = BytesMut::new();
