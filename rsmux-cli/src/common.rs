@@ -109,27 +109,16 @@ impl SmuxOpts {
         match config.validate() {
             Ok(()) => Ok(config),
             Err(e) => {
-                let (flag, value) = match e.field {
-                    ConfigField::Version => ("--smuxver", version.to_string()),
-                    ConfigField::MaxReceiveBuffer => ("--smuxbuf", self.smuxbuf.to_string()),
-                    ConfigField::MaxStreamBuffer => ("--streambuf", self.streambuf.to_string()),
-                    ConfigField::MaxFrameSize => ("--framesize", self.framesize.to_string()),
-                    ConfigField::KeepAliveInterval => ("--keepalive", secs(self.keepalive)),
-                    ConfigField::KeepAliveTimeout => {
-                        ("--keepalive-timeout", secs(self.keepalive_timeout))
-                    }
-                    other => (other.name(), String::new()),
+                let value = match e.field {
+                    ConfigField::Version => version.to_string(),
+                    ConfigField::MaxReceiveBuffer => self.smuxbuf.to_string(),
+                    ConfigField::MaxStreamBuffer => self.streambuf.to_string(),
+                    ConfigField::MaxFrameSize => self.framesize.to_string(),
+                    ConfigField::KeepAliveInterval => secs(self.keepalive),
+                    ConfigField::KeepAliveTimeout => secs(self.keepalive_timeout),
+                    _ => String::new(),
                 };
-                // Said in terms of flags, not of the library's fields.
-                let reason = match e.problem {
-                    ConfigProblem::BelowKeepAliveInterval => {
-                        "must be larger than or equal to --keepalive".to_string()
-                    }
-                    ConfigProblem::AboveReceiveBuffer => {
-                        "must not be larger than --smuxbuf".to_string()
-                    }
-                    other => other.to_string(),
-                };
+                let (flag, reason) = (smux_flag(e.field), problem_in_flags(e.problem));
                 Err(format!("{flag} {value}: {reason}"))
             }
         }
@@ -322,6 +311,30 @@ pub fn close_reason(session: &rsmux::Session) -> String {
     match session.close_reason() {
         Some(e) => e.to_string(),
         None => "open".into(),
+    }
+}
+
+/// The smux flag (kcptun's name) that sets `field` of the library's [`Config`].
+pub fn smux_flag(field: ConfigField) -> &'static str {
+    match field {
+        ConfigField::Version => "--smuxver",
+        ConfigField::MaxReceiveBuffer => "--smuxbuf",
+        ConfigField::MaxStreamBuffer => "--streambuf",
+        ConfigField::MaxFrameSize => "--framesize",
+        ConfigField::KeepAliveInterval => "--keepalive",
+        ConfigField::KeepAliveTimeout => "--keepalive-timeout",
+        other => other.name(),
+    }
+}
+
+/// Why a value was rejected, said in terms of flags rather than of the library's fields.
+pub fn problem_in_flags(problem: ConfigProblem) -> String {
+    match problem {
+        ConfigProblem::BelowKeepAliveInterval => {
+            "must be larger than or equal to --keepalive".to_string()
+        }
+        ConfigProblem::AboveReceiveBuffer => "must not be larger than --smuxbuf".to_string(),
+        other => other.to_string(),
     }
 }
 

@@ -519,21 +519,16 @@ impl Settings {
             ..rsmux::Config::default()
         };
         config.validate().map_err(|e| {
-            use rsmux::{ConfigField as F, ConfigProblem as P};
+            // kcptun has no keepalive-timeout flag: its timeout is fixed at 30 s.
             let flag = match e.field {
-                F::Version => "--smuxver",
-                F::MaxReceiveBuffer => "--smuxbuf",
-                F::MaxStreamBuffer => "--streambuf",
-                F::KeepAliveInterval | F::KeepAliveTimeout => "--keepalive",
-                other => other.name(),
+                rsmux::ConfigField::KeepAliveTimeout => "--keepalive",
+                field => common::smux_flag(field),
             };
-            // Said in terms of kcptun's flags, not of the library's fields.
             let reason = match e.problem {
-                P::BelowKeepAliveInterval => {
+                rsmux::ConfigProblem::BelowKeepAliveInterval => {
                     "must not be longer than the 30 s keepalive timeout".to_string()
                 }
-                P::AboveReceiveBuffer => "must not be larger than --smuxbuf".to_string(),
-                other => other.to_string(),
+                problem => common::problem_in_flags(problem),
             };
             format!("{flag}: {reason}")
         })?;
