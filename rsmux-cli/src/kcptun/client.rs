@@ -105,19 +105,10 @@ pub async fn run(settings: Resolved) -> Result<()> {
     let listener = common::bind(&settings.local).await?;
     let local = listener.local_addr().context("listener address")?;
     info!(
-        "kcptun client on {local} -> {} ({} session(s), crypt {}, mode {:?}, mtu {}, \
-         windows {}/{}, FEC {}/{}, compression {}, smux v{})",
+        "kcptun client on {local} -> {} ({} session(s), {})",
         settings.remote,
         settings.conn,
-        settings.kcp.crypt,
-        settings.kcp.mode,
-        settings.kcp.mtu,
-        settings.kcp.snd_wnd,
-        settings.kcp.rcv_wnd,
-        settings.kcp.data_shards,
-        settings.kcp.parity_shards,
-        settings.kcp.compression,
-        settings.smux.version
+        settings.summary()
     );
     common::print_listening(local);
     let quiet = settings.quiet;

@@ -313,6 +313,25 @@ pub struct Resolved {
     pub warnings: Vec<String>,
 }
 
+impl Resolved {
+    /// The transport settings for the start-up log line (both roles).
+    pub fn summary(&self) -> String {
+        let k = &self.kcp;
+        format!(
+            "crypt {}, mode {:?}, mtu {}, windows {}/{}, FEC {}/{}, compression {}, smux v{}",
+            k.crypt,
+            k.mode,
+            k.mtu,
+            k.snd_wnd,
+            k.rcv_wnd,
+            k.data_shards,
+            k.parity_shards,
+            k.compression,
+            self.smux.version
+        )
+    }
+}
+
 fn to_i64(v: usize) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }

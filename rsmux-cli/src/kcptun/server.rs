@@ -20,18 +20,9 @@ pub async fn run(settings: Resolved) -> Result<()> {
         .context(format_args!("cannot listen on {} (UDP)", settings.local))?;
     let local = listener.local_addr();
     info!(
-        "kcptun server on {local} (UDP) -> {} (crypt {}, mode {:?}, mtu {}, windows {}/{}, \
-         FEC {}/{}, compression {}, smux v{})",
+        "kcptun server on {local} (UDP) -> {} ({})",
         settings.remote,
-        settings.kcp.crypt,
-        settings.kcp.mode,
-        settings.kcp.mtu,
-        settings.kcp.snd_wnd,
-        settings.kcp.rcv_wnd,
-        settings.kcp.data_shards,
-        settings.kcp.parity_shards,
-        settings.kcp.compression,
-        settings.smux.version
+        settings.summary()
     );
     common::print_listening(local);
     let target: Arc<str> = settings.remote.as_str().into();
