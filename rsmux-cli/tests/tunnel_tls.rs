@@ -115,6 +115,17 @@ fn tls_server(target: SocketAddr, dir: &TempDir, extra: &[&str]) -> (Proc, Strin
     (server, fingerprint)
 }
 
+/// A TLS tunnel server (see [`tls_server`]) in front of a target that counts its connections.
+fn counted_tls_server(
+    rt: &tokio::runtime::Runtime,
+    dir: &TempDir,
+    extra: &[&str],
+) -> (Proc, String, Arc<AtomicUsize>) {
+    let (target, count) = rt.block_on(counting_echo_target());
+    let (server, fingerprint) = tls_server(target, dir, extra);
+    (server, fingerprint, count)
+}
+
 /// The fingerprint in a server's log.
 fn logged_fingerprint(server: &Proc) -> String {
     assert!(
@@ -223,8 +234,7 @@ fn transfers_through_tls_are_byte_exact_v1_and_v2() {
     let rt = runtime();
     for version in ["1", "2"] {
         let dir = TempDir::new("bytes");
-        let (target, count) = rt.block_on(counting_echo_target());
-        let (server, fingerprint) = tls_server(target, &dir, &["--smuxver", version]);
+        let (server, fingerprint, count) = counted_tls_server(&rt, &dir, &["--smuxver", version]);
         let secret = dir.file("tunnel-secret");
         let client = client(
             &server,
@@ -296,8 +306,7 @@ fn half_close_crosses_the_tls_tunnel_v1_and_v2() {
 fn a_ca_file_and_server_name_verify_the_server() {
     let rt = runtime();
     let dir = TempDir::new("ca");
-    let (target, count) = rt.block_on(counting_echo_target());
-    let (server, _) = tls_server(target, &dir, &[]);
+    let (server, _, count) = counted_tls_server(&rt, &dir, &[]);
     let cert = dir.file("tunnel-cert.pem");
     let secret = dir.file("tunnel-secret");
     // The self-signed certificate is its own CA, for its name.
@@ -331,8 +340,7 @@ fn a_ca_file_and_server_name_verify_the_server() {
 fn a_wrong_fingerprint_is_refused_and_nothing_reaches_the_target() {
     let rt = runtime();
     let dir = TempDir::new("pin");
-    let (target, count) = rt.block_on(counting_echo_target());
-    let (server, fingerprint) = tls_server(target, &dir, &[]);
+    let (server, fingerprint, count) = counted_tls_server(&rt, &dir, &[]);
     // The right fingerprint with its last digit changed.
     let mut wrong = fingerprint.clone();
     let last = wrong.pop().unwrap();
@@ -359,8 +367,7 @@ fn a_wrong_fingerprint_is_refused_and_nothing_reaches_the_target() {
 fn a_wrong_secret_is_refused_and_nothing_reaches_the_target() {
     let rt = runtime();
     let dir = TempDir::new("secret");
-    let (target, count) = rt.block_on(counting_echo_target());
-    let (server, fingerprint) = tls_server(target, &dir, &[]);
+    let (server, fingerprint, count) = counted_tls_server(&rt, &dir, &[]);
     let other = dir.write("other-secret", &format!("{}\n", "ab".repeat(32)));
     let client = client(
         &server,
@@ -411,8 +418,7 @@ fn smux_syn_and_data() -> Vec<u8> {
 fn a_missing_secret_is_refused_and_nothing_reaches_the_target() {
     let rt = runtime();
     let dir = TempDir::new("nosecret");
-    let (target, count) = rt.block_on(counting_echo_target());
-    let (server, fingerprint) = tls_server(target, &dir, &[]);
+    let (server, fingerprint, count) = counted_tls_server(&rt, &dir, &[]);
     // The rsmux client does not even start without a secret.
     let s = server.addr.to_string();
     one_line_error(
@@ -456,8 +462,7 @@ fn a_missing_secret_is_refused_and_nothing_reaches_the_target() {
 fn a_plaintext_client_is_refused_by_a_tls_server() {
     let rt = runtime();
     let dir = TempDir::new("plainclient");
-    let (target, count) = rt.block_on(counting_echo_target());
-    let (server, _) = tls_server(target, &dir, &[]);
+    let (server, _, count) = counted_tls_server(&rt, &dir, &[]);
     let client = client(&server, &[]);
     refused(&rt, client.addr);
     expect_log(&server, "server", "not a TLS client");
