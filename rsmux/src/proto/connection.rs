@@ -91,6 +91,18 @@ pub enum Progress {
     Blocked,
 }
 
+/// The running totals behind [`Stats`] (the rest of it is read from the session's state).
+#[derive(Debug, Default)]
+struct Counts {
+    frames_in: u64,
+    bytes_in: u64,
+    frames_out: u64,
+    bytes_out: u64,
+    streams_opened: u64,
+    streams_accepted: u64,
+    streams_refused: u64,
+}
+
 /// Counters of one session, for operators to export (see [`Connection::stats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -165,7 +177,7 @@ pub struct Connection {
     /// Peer-opened streams refused by [`Config::max_streams`], whose FIN is still to be sent.
     refused: VecDeque<u32>,
     /// Running totals for [`stats`](Self::stats).
-    counts: Stats,
+    counts: Counts,
     /// Streams with a frame to send, served one frame per turn (SPEC §7).
     ring: VecDeque<u32>,
     nop_pending: bool,
@@ -217,7 +229,7 @@ impl Connection {
             stash: PartsStash::default(),
             role,
             refused: VecDeque::new(),
-            counts: Stats::default(),
+            counts: Counts::default(),
             keepalive: Keepalive::new(&config, now),
             ids: IdAllocator::new(role),
             config,
@@ -313,12 +325,19 @@ impl Connection {
     /// Counters of this session: frames and bytes in and out, streams opened and accepted,
     /// and what is buffered now.
     pub fn stats(&self) -> Stats {
+        let c = &self.counts;
         Stats {
+            frames_in: c.frames_in,
+            bytes_in: c.bytes_in,
+            frames_out: c.frames_out,
+            bytes_out: c.bytes_out,
+            streams_opened: c.streams_opened,
+            streams_accepted: c.streams_accepted,
+            streams_refused: c.streams_refused,
             streams: self.streams.len(),
             buffered_receive_bytes: self.budget.used(),
             queued_send_bytes: self.send_queued,
             pending_accepts: self.accept_queue.len(),
-            ..self.counts
         }
     }
 
