@@ -63,13 +63,20 @@ pub fn new_peer_conv(payload: &[u8]) -> Option<u32> {
 pub struct Connection {
     kcp: Kcp,
     crypt: Crypt,
-    fec_enc: Option<fec::Encoder>,
     fec_dec: fec::Decoder,
-    reserved: usize,
     ack_nodelay: bool,
+    out: Output,
+    stats: Stats,
+}
+
+/// The sending side below KCP: FEC parity, the crypt header, datagrams waiting to leave.
+#[derive(Debug)]
+struct Output {
+    fec_enc: Option<fec::Encoder>,
+    /// Header bytes in front of the KCP segments (crypt, and FEC if on).
+    reserved: usize,
     rng: StdRng,
     transmits: VecDeque<Vec<u8>>,
-    stats: Stats,
 }
 
 impl Connection {
@@ -86,12 +93,14 @@ impl Connection {
         Connection {
             kcp: Kcp::new(conv, &config.kcp_params()),
             crypt,
-            fec_enc,
             fec_dec,
-            reserved: config.reserved(),
             ack_nodelay: config.ack_nodelay,
-            rng: StdRng::from_entropy(),
-            transmits: VecDeque::new(),
+            out: Output {
+                fec_enc,
+                reserved: config.reserved(),
+                rng: StdRng::from_entropy(),
+                transmits: VecDeque::new(),
+            },
             stats: Stats::default(),
         }
     }
@@ -157,75 +166,26 @@ impl Connection {
 
     /// Advances the clock; flushes when an interval has passed.
     pub fn handle_timeout(&mut self, now: u32) {
-        let Self {
-            kcp,
-            crypt,
-            fec_enc,
-            reserved,
-            rng,
-            transmits,
-            stats,
-            ..
-        } = self;
-        kcp.update(now, &mut |seg| {
-            Self::emit(seg, crypt, fec_enc, *reserved, rng, transmits, stats)
+        self.kcp.update(now, &mut |seg| {
+            self.out.emit(seg, &self.crypt, &mut self.stats)
         });
     }
 
     /// Sends what is due now (new data, acks), whatever the interval.
     pub fn flush(&mut self, now: u32) {
         self.kcp.set_now(now);
-        let Self {
-            kcp,
-            crypt,
-            fec_enc,
-            reserved,
-            rng,
-            transmits,
-            stats,
-            ..
-        } = self;
-        kcp.flush(&mut |seg| Self::emit(seg, crypt, fec_enc, *reserved, rng, transmits, stats));
-    }
-
-    fn emit(
-        segments: &[u8],
-        crypt: &Crypt,
-        fec_enc: &mut Option<fec::Encoder>,
-        reserved: usize,
-        rng: &mut StdRng,
-        transmits: &mut VecDeque<Vec<u8>>,
-        stats: &mut Stats,
-    ) {
-        let mut datagram = vec![0u8; reserved + segments.len()];
-        datagram[reserved..].copy_from_slice(segments);
-        let mut parity = Vec::new();
-        if let Some(enc) = fec_enc {
-            enc.encode(&mut datagram[crypt::HEADER_SIZE..], |p| {
-                let mut d = vec![0u8; crypt::HEADER_SIZE + p.len()];
-                d[crypt::HEADER_SIZE..].copy_from_slice(p);
-                parity.push(d);
-            });
-        }
-        crypt.seal(&mut datagram, rng);
-        transmits.push_back(datagram);
-        stats.datagrams_out += 1;
-        for mut d in parity {
-            crypt.seal(&mut d, rng);
-            transmits.push_back(d);
-            stats.datagrams_out += 1;
-            stats.fec_parity_out += 1;
-        }
+        self.kcp
+            .flush(&mut |seg| self.out.emit(seg, &self.crypt, &mut self.stats));
     }
 
     /// True if datagrams wait for [`Connection::poll_transmit`].
     pub fn has_transmits(&self) -> bool {
-        !self.transmits.is_empty()
+        !self.out.transmits.is_empty()
     }
 
     /// The next datagram to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.transmits.pop_front()
+        self.out.transmits.pop_front()
     }
 
     /// Milliseconds from `now` until [`Connection::handle_timeout`] has work.
@@ -251,6 +211,32 @@ impl Connection {
     /// True if [`Connection::recv`] has bytes.
     pub fn readable(&self) -> bool {
         self.kcp.readable()
+    }
+}
+
+impl Output {
+    /// Turns KCP segments into a datagram (and FEC parity datagrams), sealed and queued.
+    fn emit(&mut self, segments: &[u8], crypt: &Crypt, stats: &mut Stats) {
+        let reserved = self.reserved;
+        let mut datagram = vec![0u8; reserved + segments.len()];
+        datagram[reserved..].copy_from_slice(segments);
+        let mut parity = Vec::new();
+        if let Some(enc) = &mut self.fec_enc {
+            enc.encode(&mut datagram[crypt::HEADER_SIZE..], |p| {
+                let mut d = vec![0u8; crypt::HEADER_SIZE + p.len()];
+                d[crypt::HEADER_SIZE..].copy_from_slice(p);
+                parity.push(d);
+            });
+        }
+        crypt.seal(&mut datagram, &mut self.rng);
+        self.transmits.push_back(datagram);
+        stats.datagrams_out += 1;
+        for mut d in parity {
+            crypt.seal(&mut d, &mut self.rng);
+            self.transmits.push_back(d);
+            stats.datagrams_out += 1;
+            stats.fec_parity_out += 1;
+        }
     }
 }
 
