@@ -149,6 +149,15 @@ impl std::fmt::Debug for Kcp {
 }
 
 impl Kcp {
+    /// Test hook: both ends of a conversation act as if `base` segments had already passed
+    /// (so a test can drive the sequence numbers past their wrap point in seconds).
+    #[cfg(test)]
+    fn start_sequences_at(&mut self, base: u32) {
+        self.snd_una = base;
+        self.snd_nxt = base;
+        self.rcv_nxt = base;
+    }
+
     /// An endpoint of conversation `conv`. Panics if `params.mtu` cannot hold a header and a
     /// byte of data (config validation rules that out first).
     pub fn new(conv: u32, params: &Params) -> Self {
@@ -678,13 +687,21 @@ mod tests {
     }
 
     /// Runs two endpoints against each other through `link` (which may drop datagrams).
-    fn transfer(
+    fn transfer(size: usize, link: impl FnMut(u64) -> bool, start: u32) -> (Vec<u8>, Vec<u8>, u64) {
+        transfer_from(size, link, start, 0)
+    }
+
+    /// [`transfer`] with both ends' sequence numbers starting at `seq`.
+    fn transfer_from(
         size: usize,
         mut link: impl FnMut(u64) -> bool,
         start: u32,
+        seq: u32,
     ) -> (Vec<u8>, Vec<u8>, u64) {
         let mut a = Kcp::new(7, &params());
         let mut b = Kcp::new(7, &params());
+        a.start_sequences_at(seq);
+        b.start_sequences_at(seq);
         let data: Vec<u8> = (0..size).map(|i| (i * 7 + i / 251) as u8).collect();
         let (mut sent, mut got) = (0, Vec::new());
         let mut now = start;
@@ -737,6 +754,18 @@ mod tests {
         let (want, got, rtx) = transfer(200_000, |n| n % 7 != 3, u32::MAX - 5_000);
         assert_eq!(got, want);
         assert!(rtx > 0);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap_with_and_without_loss() {
+        // 200 KB is about 150 segments: started 50 below the top, they pass u32::MAX.
+        for start in [u32::MAX - 100, u32::MAX - 50, u32::MAX] {
+            let (want, got, _) = transfer_from(200_000, |_| true, 0, start);
+            assert_eq!(got, want, "lossless from {start}");
+            let (want, got, rtx) = transfer_from(200_000, |n| n % 7 != 3, 1_000, start);
+            assert_eq!(got, want, "lossy from {start}");
+            assert!(rtx > 0);
+        }
     }
 
     #[test]
