@@ -146,9 +146,17 @@ pub struct Decoder {
     data: usize,
     parity: usize,
     groups: BTreeMap<u32, Group>,
+    /// The newest group id seen (ages are counted back from it, modulo the group-id space).
+    newest: Option<u32>,
     mismatched: bool,
     confirmed: bool,
     tuner: Tuner,
+}
+
+/// How many groups `group` lies behind `newest` in a group-id space of `space` ids (which
+/// wraps to 0 after `space - 1`).
+fn group_age(newest: u32, group: u32, space: u32) -> u32 {
+    ((u64::from(newest) + u64::from(space) - u64::from(group)) % u64::from(space)) as u32
 }
 
 /// Shards remembered by the [`Tuner`].
@@ -271,6 +279,7 @@ impl Decoder {
             data,
             parity,
             groups: BTreeMap::new(),
+            newest: None,
             mismatched: false,
             confirmed: false,
             tuner: Tuner::default(),
@@ -312,6 +321,7 @@ impl Decoder {
                 if let Ok(rs) = codec(d, p) {
                     (self.rs, self.data, self.parity) = (rs, d, p);
                     self.groups.clear();
+                    self.newest = None;
                     self.mismatched = false;
                 }
             }
@@ -326,15 +336,29 @@ impl Decoder {
         if (kind == TYPE_DATA) != (index < self.data) {
             self.mismatched = true;
             self.groups.clear();
+            self.newest = None;
         }
         if self.mismatched || body.len() > u16::MAX as usize {
             return out;
         }
+        // Seqids wrap at the last whole group below u32::MAX, so group ids run modulo
+        // `space`: ages count back from the newest group in that space, not by value.
+        let space = u32::MAX / n as u32;
+        let newest = *self.newest.get_or_insert(group_id);
+        if group_age(newest, group_id, space) > space / 2 {
+            // Ahead of the newest (newer, or past the wrap).
+            self.newest = Some(group_id);
+        }
+        let age = |g| group_age(self.newest.expect("set above"), g, space);
         if !self.groups.contains_key(&group_id) {
             if self.groups.len() >= MAX_GROUPS {
-                let oldest = *self.groups.keys().next().expect("non-empty");
+                let oldest = *self
+                    .groups
+                    .keys()
+                    .max_by_key(|&&g| age(g))
+                    .expect("non-empty");
                 // A shard older than every group we hold is too late to help.
-                if group_id < oldest && oldest - group_id < u32::MAX / 2 {
+                if age(group_id) > age(oldest) {
                     return out;
                 }
                 self.groups.remove(&oldest);
@@ -465,6 +489,40 @@ mod tests {
             got.sort();
             assert_eq!(got, want, "lost {lost:?}");
         }
+    }
+
+    #[test]
+    fn seqids_wrap_and_recovery_goes_on_across_the_wrap() {
+        let (d, p) = (10, 3);
+        let n = d + p;
+        let mut enc = Encoder::new(d, p).unwrap();
+        // Six groups before the wrap point (kcp-go wraps at the last whole group below
+        // u32::MAX), six after.
+        enc.next_seqid = enc.wrap - 6 * n as u32;
+        let mut pkts = Vec::new();
+        for i in 0..12 * d {
+            let mut pkt = vec![0u8; HEADER_SIZE + 30 + i % 5];
+            pkt[HEADER_SIZE] = i as u8;
+            let mut parity = Vec::new();
+            enc.encode(&mut pkt, |x| parity.push(x.to_vec()));
+            pkts.push(pkt);
+            pkts.extend(parity);
+        }
+        assert_eq!(
+            u32::from_le_bytes(pkts[6 * n][..4].try_into().unwrap()),
+            0,
+            "the seventh group starts again at 0"
+        );
+        let mut dec = Decoder::new(d, p).unwrap();
+        let mut recovered = 0;
+        for (i, pkt) in pkts.iter().enumerate() {
+            // From the sixth group on, lose the last data shard of every group.
+            if i >= 5 * n && i % n == d - 1 {
+                continue;
+            }
+            recovered += dec.decode(pkt).recovered.len();
+        }
+        assert_eq!(recovered, 7, "one group before the wrap, six after");
     }
 
     #[test]
