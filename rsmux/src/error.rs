@@ -70,6 +70,9 @@ pub enum Error {
     /// The underlying connection failed.
     #[error("connection error: {0}")]
     Io(Arc<io::Error>),
+    /// The session is draining (see `Session::drain`): it takes no new streams.
+    #[error("session is draining: no new streams")]
+    Draining,
     /// A session was created outside a tokio runtime (its driver task needs one).
     #[error("no tokio runtime: create sessions from within a tokio runtime")]
     NoRuntime,
@@ -93,6 +96,7 @@ impl Error {
             Error::ConnectionClosed => io::ErrorKind::UnexpectedEof,
             Error::Io(e) => e.kind(),
             Error::NoRuntime => io::ErrorKind::Other,
+            Error::Draining => io::ErrorKind::ConnectionRefused,
         }
     }
 }

@@ -858,3 +858,48 @@ async fn read_chunk_and_write_chunk_echo_byte_exact() {
         writer.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn drain_lets_open_streams_finish_refuses_new_ones_then_closes() {
+    let (client, server) = tcp_pair(Config::default()).await;
+    let mut open = client.open_stream().await.unwrap();
+    open.write_all(b"request").await.unwrap();
+    let mut served = server.accept_stream().await.unwrap();
+
+    let drain = tokio::spawn({
+        let server = server.clone();
+        async move { server.drain(LIMIT).await }
+    });
+    // The server refuses what comes after: a new stream reads EOF at once.
+    let mut late = client.open_stream().await.unwrap();
+    late.write_all(b"late").await.unwrap();
+    assert_eq!(read_to_end(&mut late).await, b"");
+    assert!(matches!(server.accept_stream().await, Err(Error::Draining)));
+    assert!(matches!(server.open_stream().await, Err(Error::Draining)));
+    assert!(!drain.is_finished(), "a stream is still open");
+
+    // The open stream still works both ways until it ends.
+    let mut buf = [0u8; 7];
+    served.read_exact(&mut buf).await.unwrap();
+    served.write_all(b"reply").await.unwrap();
+    drop(served);
+    open.shutdown().await.unwrap();
+    assert_eq!(read_to_end(&mut open).await, b"reply");
+    timeout(LIMIT, drain).await.unwrap().unwrap().unwrap();
+    assert!(server.is_closed());
+    assert!(server.stats().streams_refused >= 1);
+    timeout(LIMIT, client.closed()).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_closes_anyway_once_the_grace_runs_out() {
+    let (client, server) = duplex_pair(Config::default());
+    let _open = client.open_stream().await.unwrap();
+    let _served = server.accept_stream().await.unwrap();
+    let started = Instant::now();
+    let res = server.drain(Duration::from_secs(5)).await;
+    assert!(matches!(res, Err(Error::Timeout)), "{res:?}");
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    assert!(server.is_closed());
+    assert!(matches!(server.drain(LIMIT).await, Err(Error::Closed)));
+}

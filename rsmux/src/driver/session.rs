@@ -167,6 +167,45 @@ impl Session {
         Err(self.close_reason().unwrap_or(Error::Closed))
     }
 
+    /// Graceful drain, for a server going down: the session takes no new streams, lets the
+    /// open ones finish, then closes as [`close`](Self::close) does; if streams are still
+    /// open after `grace`, it closes anyway (their unsent data still leaves, as on `close`).
+    ///
+    /// From the first poll on, opening fails with [`Error::Draining`], the peer's new
+    /// streams are refused (it reads EOF at once; counted in
+    /// [`Stats::streams_refused`](crate::Stats::streams_refused)), as are streams it opened
+    /// that were not accepted yet, and [`accept_stream`](Self::accept_stream) returns
+    /// `Error::Draining`. Completes once the connection is gone.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if streams were still open when `grace` ran out; the session's
+    /// close reason if it had already ended or died while draining.
+    ///
+    /// # Cancel safety
+    /// The drain starts with the first poll and goes on if the future is dropped; only the
+    /// forced close after `grace` is then skipped.
+    pub async fn drain(&self, grace: std::time::Duration) -> Result<(), Error> {
+        let started = {
+            let mut inner = self.shared.lock();
+            let open = !inner.conn.is_closed();
+            inner.conn.drain();
+            inner.dispatch();
+            open
+        };
+        if !started {
+            return Err(self.close_reason().unwrap_or(Error::Closed));
+        }
+        if tokio::time::timeout(grace, self.closed()).await.is_err() {
+            tracing::debug!("drain grace ran out with streams still open, closing");
+            let _ = self.close().await;
+            return Err(Error::Timeout);
+        }
+        match self.close_reason() {
+            Some(Error::Closed) | None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
     /// Completes once the session has ended and its connection is gone (Go's `CloseChan`).
     ///
     /// # Cancel safety

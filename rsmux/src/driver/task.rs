@@ -121,6 +121,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         if conn.poll_timeout().is_some_and(|t| t <= now) {
             conn.handle_timeout(now);
         }
+        if conn.is_drained() {
+            tracing::debug!("drained: every stream has finished, closing");
+            conn.close(now);
+        }
         if self.quiet_since.is_some_and(|t| now >= t + QUIET) {
             self.rb.release_retired();
             conn.release_spare_buffers();

@@ -15,7 +15,7 @@ use super::{
     ids::{IdAllocator, Role},
     keepalive::Keepalive,
     recv_buffer::{RecvBuffer, Slices, SHARE_MIN},
-    stream::{StreamState, READ_HANDLE, WRITE_HANDLE},
+    stream::{StreamState, BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE},
     tx::{TxBuf, COPY_MAX},
     window::{scaled, MAX_GROWTH},
 };
@@ -208,6 +208,8 @@ pub struct Connection {
     /// `Config::detect_version` and the client's first frame has not arrived yet: nothing
     /// is sent until it has.
     detecting_version: bool,
+    /// [`drain`](Connection::drain) was called: no new streams either way.
+    draining: bool,
 }
 
 impl Connection {
@@ -249,6 +251,7 @@ impl Connection {
             wake_driver: false,
             advertised_windows: 0,
             counter_base: 0,
+            draining: false,
         })
     }
 
@@ -588,7 +591,7 @@ impl Connection {
             return;
         }
         let max = self.config.max_streams;
-        if max > 0 && self.streams.len() >= max {
+        if self.draining || (max > 0 && self.streams.len() >= max) {
             // Refused: never registered, so its data is dropped uncharged; a FIN says so
             // (unless a flood of refusals is already waiting: then the SYN is just ignored).
             self.counts.streams_refused += 1;
@@ -739,6 +742,9 @@ impl Connection {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
+        if self.draining {
+            return Err(Error::Draining);
+        }
         let id = loop {
             let id = self.ids.next().ok_or(Error::GoAway)?;
             if !self.streams.contains_key(&id) {
@@ -769,6 +775,7 @@ impl Connection {
         }
         match &self.error {
             Some(e) => Err(e.clone()),
+            None if self.draining => Err(Error::Draining),
             None => Ok(None),
         }
     }
@@ -873,7 +880,8 @@ impl Connection {
                 self.schedule(id);
             }
         }
-        if self.budget.release(n) {
+        if self.budget.release(n) || self.draining {
+            // (Draining: the stream may have just finished, the driver looks.)
             self.wake_driver = true;
         }
     }
@@ -1047,6 +1055,9 @@ impl Connection {
                 self.live_handles -= 1;
             }
         }
+        if self.draining {
+            self.wake_driver = true; // perhaps the last open stream: the driver looks
+        }
         self.remove_if_done(id);
     }
 
@@ -1086,6 +1097,36 @@ impl Connection {
         self.events.push_back(Event::Closed);
         self.wake_driver = true;
         true
+    }
+
+    /// Graceful drain, first step: the session takes no new streams. Opening fails with
+    /// [`Error::Draining`]; the peer's SYNs are refused (a FIN, counted in
+    /// [`Stats::streams_refused`]), and so are peer-opened streams not accepted yet (their
+    /// unread data is discarded, the peer reads EOF); [`accept`](Self::accept) then returns
+    /// `Error::Draining`. Streams already open go on. Once none is left
+    /// ([`is_drained`](Self::is_drained)) the driver calls [`close`](Self::close). Calling it
+    /// again, or after the session ended, does nothing.
+    pub fn drain(&mut self) {
+        if self.draining || self.error.is_some() {
+            return;
+        }
+        self.draining = true;
+        while let Some(id) = self.accept_queue.pop_front() {
+            self.counts.streams_refused += 1;
+            self.release(id, BOTH_HANDLES);
+        }
+        self.events.push_back(Event::Incoming); // parked acceptors see `Draining`
+        self.wake_driver = true;
+    }
+
+    /// True after [`drain`](Self::drain).
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Draining, still open, and no stream is open any more: time to [`close`](Self::close).
+    pub fn is_drained(&self) -> bool {
+        self.draining && !self.is_closed() && self.num_streams() == 0
     }
 
     // ----------------------------------------------------------------------------------

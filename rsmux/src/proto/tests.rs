@@ -1147,3 +1147,53 @@ fn a_flood_of_refused_syns_costs_bounded_memory() {
     assert_eq!(fins, 1024);
     assert!(frames(&transmit(&mut server)).is_empty());
 }
+
+#[test]
+fn drain_refuses_new_streams_and_is_done_once_open_ones_finish() {
+    let mut p = Pair::new(Config::default());
+    let open = p.client.open().unwrap();
+    let queued = p.client.open().unwrap();
+    p.client.write(open, b"request", p.now).unwrap();
+    p.client.write(queued, b"never read", p.now).unwrap();
+    p.drive();
+    assert_eq!(p.accept(), open);
+
+    p.server.drain();
+    assert!(p.server.is_draining() && !p.server.is_drained());
+    assert!(matches!(p.server.open(), Err(Error::Draining)));
+    assert!(matches!(p.server.accept(), Err(Error::Draining)));
+    // A stream opened after the drain began is refused like the queued one: the client
+    // reads EOF on both, and the server buffers nothing of them.
+    let late = p.client.open().unwrap();
+    p.client.write(late, b"too late", p.now).unwrap();
+    p.drive();
+    for id in [queued, late] {
+        assert_eq!(
+            p.client.read(id, &mut [0u8; 16], p.now).unwrap(),
+            ReadOutcome::Eof
+        );
+    }
+    assert_eq!(p.server.stats().streams_refused, 2);
+    assert_eq!(
+        p.server.buffered_bytes(),
+        7,
+        "only the open stream's request"
+    );
+
+    // The open stream goes on: it is answered and closed both ways, then the drain is done.
+    assert_eq!(Pair::read_all(&mut p.server, open, p.now), b"request");
+    p.server.write(open, b"reply", p.now).unwrap();
+    p.server.shutdown_write(open, p.now).unwrap();
+    p.drive();
+    assert!(
+        !p.server.is_drained(),
+        "the client has not finished its side yet"
+    );
+    assert_eq!(Pair::read_all(&mut p.client, open, p.now), b"reply");
+    p.client.release(open, BOTH_HANDLES);
+    p.drive();
+    // Finished both ways with nothing left to read: no stream is open any more.
+    assert!(p.server.is_drained());
+    assert!(p.server.close(p.now));
+    assert!(!p.server.is_drained(), "closed: nothing left to drain");
+}
