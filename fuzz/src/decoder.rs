@@ -92,11 +92,9 @@ pub fn run(data: &[u8]) {
     let use_prepare = flags & 4 != 0;
     let max_piece = [1usize, 7, 300, usize::MAX][usize::from((flags >> 3) & 3)];
     // Default budget (4 MiB): far above any input, so only a malformed header stops reading.
-    let config = Config {
-        version,
-        keep_alive_disabled: true,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_version(rsmux::Version::try_from(version).unwrap())
+        .with_keep_alive_disabled(true);
     let mut conn = Connection::new(config, role, Instant::now()).expect("valid config");
     let mut rb = RecvBuffer::new();
     let mut state = u32::from(*seed).wrapping_mul(0x9E37_79B9) | 1;

@@ -32,8 +32,8 @@ use rsmux::{
     frame::{decode_upd, encode_upd, Cmd, Header, HEADER_LEN, UPD_LEN},
     proto::{
         min_write_room, session_wake_room, ChunkOutcome, Connection, Event, Progress, ReadOutcome,
-        RecvBuffer, Role, TxBuf, ACCEPT_BACKLOG, BOTH_HANDLES, COPY_MAX, INITIAL_PEER_WINDOW,
-        MAX_IOVECS, READ_HANDLE, SESSION_SEND_BUFFER, STREAM_SEND_BUFFER, WRITE_HANDLE,
+        RecvBuffer, Role, TxBuf, BOTH_HANDLES, COPY_MAX, INITIAL_PEER_WINDOW, MAX_IOVECS,
+        READ_HANDLE, SESSION_SEND_BUFFER, STREAM_SEND_BUFFER, WRITE_HANDLE,
     },
     Config, Error, ProtocolError,
 };
@@ -237,7 +237,10 @@ impl Setup {
         if self.detects() {
             config.detect_version = true;
             if self.role.other_config() {
-                config.version = 3 - config.version;
+                config.version = match config.version {
+                    rsmux::Version::V1 => rsmux::Version::V2,
+                    _ => rsmux::Version::V1,
+                };
             }
         }
         config
@@ -254,18 +257,17 @@ impl Setup {
             (Duration::from_millis(1), Duration::from_millis(3)),
             (Duration::from_micros(20), Duration::from_micros(50)),
         ][mode];
-        Config {
-            version: self.version(),
-            keep_alive_disabled: mode == 0,
-            keep_alive_interval: interval,
-            keep_alive_timeout: timeout,
-            max_frame_size: FRAME_SIZES[usize::from(self.frame_size) % 8],
-            max_receive_buffer,
-            max_stream_buffer: STREAM_BUFFERS[usize::from(self.stream_buffer) % 6]
-                .min(max_receive_buffer),
-            stream_window_auto_tune: self.auto_tune,
-            ..Config::default()
-        }
+        Config::default()
+            .with_version(rsmux::Version::try_from(self.version()).unwrap())
+            .with_keep_alive_disabled(mode == 0)
+            .with_keep_alive_interval(interval)
+            .with_keep_alive_timeout(timeout)
+            .with_max_frame_size(FRAME_SIZES[usize::from(self.frame_size) % 8])
+            .with_max_receive_buffer(max_receive_buffer)
+            .with_max_stream_buffer(
+                STREAM_BUFFERS[usize::from(self.stream_buffer) % 6].min(max_receive_buffer),
+            )
+            .with_stream_window_auto_tune(self.auto_tune)
     }
 
     /// The id of the last stream the end with `role` opened, as the setup starts it.
@@ -289,10 +291,7 @@ impl Setup {
     /// A connection with this setup's configuration and counter offsets.
     pub fn connection(&self, role: Role, now: Instant) -> Connection {
         if self.role.detect() && role == Role::Client {
-            let config = Config {
-                detect_version: true,
-                ..self.config()
-            };
+            let config = self.config().with_detect_version(true);
             let e = Connection::new(config, role, now).expect_err("a client detects the version");
             assert_eq!(e.field, rsmux::ConfigField::DetectVersion);
         }
@@ -787,7 +786,7 @@ impl Harness {
             read_waiters: BTreeSet::new(),
             write_waiters: BTreeMap::new(),
             transmitted: false,
-            detected: (!config.detect_version).then_some(config.version),
+            detected: (!config.detect_version).then_some(config.version.as_u8()),
             peer_version: setup.role.first_version(setup.version()),
             setup_version: setup.version(),
             config,
@@ -797,7 +796,7 @@ impl Harness {
     /// The version the connection speaks now: the detected one, or the configured one (also
     /// the one a header of a non-version fails against).
     fn version(&self) -> u8 {
-        self.detected.unwrap_or(self.config.version)
+        self.detected.unwrap_or(self.config.version.as_u8())
     }
 
     fn v2(&self) -> bool {
@@ -1103,7 +1102,7 @@ impl Harness {
         } else {
             assert!(
                 self.conn.buffered_bytes() >= self.config.max_receive_buffer
-                    || self.conn.pending_accepts() >= ACCEPT_BACKLOG,
+                    || self.conn.pending_accepts() >= self.config.accept_backlog,
                 "reading paused without a reason"
             );
         }
@@ -1851,7 +1850,7 @@ impl Harness {
         assert_eq!(c.queued_send_bytes(), self.total_queued, "send accounting");
         assert_eq!(c.table_len(), self.streams.len(), "stream table");
         assert_eq!(c.pending_accepts(), self.accept_q.len(), "accept queue");
-        assert_eq!(c.version(), self.detected, "version");
+        assert_eq!(c.version().map(u8::from), self.detected, "version");
         if self.detected.is_none() {
             assert!(
                 !c.has_pending_transmit(),

@@ -13,7 +13,6 @@ use std::{
 use rsmux::{
     frame::{decode_upd, Cmd, Header, HEADER_LEN, UPD_LEN},
     proto::{Connection, ReadOutcome, RecvBuffer, Role, TxBuf, BOTH_HANDLES},
-    Config,
 };
 
 use crate::{
@@ -403,10 +402,9 @@ impl Recorder {
             (Role::Client, Role::Server)
         };
         let now = Instant::now();
-        let peer_config = Config {
-            max_frame_size: config.max_frame_size.max(512),
-            ..config.clone()
-        };
+        let peer_config = config
+            .clone()
+            .with_max_frame_size(config.max_frame_size.max(512));
         let mut peer = Connection::new(peer_config, peer_role, now).unwrap();
         setup.start_counters(&mut peer, peer_role);
         Recorder {
@@ -672,7 +670,7 @@ fn scenario_server_detect(v2: bool) -> Recorder {
     let a = r.peer.open().unwrap();
     r.peer_write(a, 2000);
     r.recv_from_peer();
-    assert_eq!(r.me.version(), Some(r.setup.version()));
+    assert_eq!(r.me.version().map(u8::from), Some(r.setup.version()));
     let sa = r.accept();
     r.read(sa, 5000);
     r.write(sa, 1500);

@@ -4,7 +4,7 @@
 use std::{fmt, io::Write, net::SocketAddr, time::Duration};
 
 use clap::Args;
-use rsmux::{Config, ConfigField, ConfigProblem};
+use rsmux::{Config, ConfigField, ConfigProblem, Version};
 
 /// The smux session flags, named as kcptun names them. Every subcommand has them.
 #[derive(Args, Debug, Clone)]
@@ -90,27 +90,31 @@ impl SmuxOpts {
         let disabled = self.keepalive.is_zero();
         let defaults = Config::default();
         let auto = version == SMUXVER_AUTO;
-        let config = Config {
-            version: if auto { 1 } else { version },
-            detect_version: auto,
-            keep_alive_disabled: disabled,
-            keep_alive_interval: if disabled {
+        let version = match Version::try_from(if auto { 1 } else { version }) {
+            Ok(v) => v,
+            Err(e) => {
+                let (flag, reason) = (smux_flag(e.field), problem_in_flags(e.problem));
+                return Err(format!("{flag} {version}: {reason}"));
+            }
+        };
+        let config = Config::default()
+            .with_version(version)
+            .with_detect_version(auto)
+            .with_keep_alive_disabled(disabled)
+            .with_keep_alive_interval(if disabled {
                 defaults.keep_alive_interval
             } else {
                 self.keepalive
-            },
-            keep_alive_timeout: self.keepalive_timeout,
-            max_frame_size: self.framesize,
-            max_receive_buffer: self.smuxbuf,
-            max_stream_buffer: self.streambuf,
-            stream_window_auto_tune: !self.fixed_streambuf,
-            max_streams: 0,
-        };
+            })
+            .with_keep_alive_timeout(self.keepalive_timeout)
+            .with_max_frame_size(self.framesize)
+            .with_max_receive_buffer(self.smuxbuf)
+            .with_max_stream_buffer(self.streambuf)
+            .with_stream_window_auto_tune(!self.fixed_streambuf);
         match config.validate() {
             Ok(()) => Ok(config),
             Err(e) => {
                 let value = match e.field {
-                    ConfigField::Version => version.to_string(),
                     ConfigField::MaxReceiveBuffer => self.smuxbuf.to_string(),
                     ConfigField::MaxStreamBuffer => self.streambuf.to_string(),
                     ConfigField::MaxFrameSize => self.framesize.to_string(),
@@ -405,7 +409,7 @@ mod tests {
             ..opts()
         };
         let c = auto.config().unwrap();
-        assert!(c.detect_version && c.version == 1);
+        assert!(c.detect_version && c.version == Version::V1);
         assert!(auto
             .client_config()
             .unwrap_err()

@@ -37,10 +37,7 @@ async fn echo_once(session: &Session, data: Vec<u8>) {
 
 async fn client(addr: std::net::SocketAddr, version: u8) -> Session {
     let tcp = TcpStream::connect(addr).await.expect("connect");
-    let config = Config {
-        version,
-        ..Config::default()
-    };
+    let config = Config::default().with_version(rsmux::Version::try_from(version).unwrap());
     Session::client(tcp, config).expect("session")
 }
 

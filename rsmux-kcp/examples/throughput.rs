@@ -31,13 +31,11 @@ impl Drop for Kill {
 }
 
 fn smux() -> rsmux::Config {
-    rsmux::Config {
-        version: 1,
-        max_receive_buffer: 4 << 20,
-        max_stream_buffer: 2 << 20,
-        keep_alive_interval: Duration::from_secs(10),
-        ..rsmux::Config::default()
-    }
+    rsmux::Config::default()
+        .with_version(rsmux::Version::V1)
+        .with_max_receive_buffer(4 << 20)
+        .with_max_stream_buffer(2 << 20)
+        .with_keep_alive_interval(Duration::from_secs(10))
 }
 
 fn free_port(udp: bool) -> SocketAddr {

@@ -64,10 +64,7 @@ fn one_stream(c: &mut Criterion) {
     });
     for version in [1u8, 2] {
         g.bench_function(format!("rsmux_v{version}"), |b| {
-            let cfg = Config {
-                version,
-                ..Config::default()
-            };
+            let cfg = Config::default().with_version(rsmux::Version::try_from(version).unwrap());
             let (client, server, w, r) = rt.block_on(async {
                 let (a, b) = tcp_pair().await;
                 let client = Session::client(a, cfg.clone()).unwrap();

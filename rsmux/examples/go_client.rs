@@ -16,10 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let version: u8 = args.next().as_deref().unwrap_or("1").parse()?;
     let tcp = tokio::net::TcpStream::connect(&addr).await?;
     // The version must match the Go server's `Config.Version`: smux has no negotiation.
-    let config = Config {
-        version,
-        ..Config::default()
-    };
+    let config = Config::default().with_version(rsmux::Version::try_from(version).unwrap());
     let session = Session::client(tcp, config)?;
     let mut tasks = Vec::new();
     for i in 0..4 {

@@ -8,16 +8,80 @@ pub const MAX_FRAME_PAYLOAD: usize = u16::MAX as usize;
 /// Largest receive budget or stream window Go accepts (`int32` maximum).
 pub const MAX_BUFFER: usize = i32::MAX as usize;
 
+/// The smux protocol version a session speaks (the VERSION byte of every frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[non_exhaustive]
+pub enum Version {
+    /// Version 1: no flow control per stream; the session-wide receive budget bounds memory.
+    #[default]
+    V1,
+    /// Version 2: adds per-stream sliding windows (`UPD` frames).
+    V2,
+}
+
+impl Version {
+    /// The VERSION byte on the wire (1 or 2).
+    pub fn as_u8(self) -> u8 {
+        match self {
+            Version::V1 => 1,
+            Version::V2 => 2,
+        }
+    }
+}
+
+impl TryFrom<u8> for Version {
+    type Error = ConfigError;
+
+    /// The version of a VERSION byte; other bytes than 1 and 2 are
+    /// [`ConfigProblem::UnsupportedVersion`].
+    fn try_from(byte: u8) -> Result<Version, ConfigError> {
+        match byte {
+            1 => Ok(Version::V1),
+            2 => Ok(Version::V2),
+            _ => Err(ConfigError {
+                field: ConfigField::Version,
+                problem: ConfigProblem::UnsupportedVersion,
+            }),
+        }
+    }
+}
+
+impl From<Version> for u8 {
+    fn from(v: Version) -> u8 {
+        v.as_u8()
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.as_u8())
+    }
+}
+
 /// Configuration of one session.
 ///
 /// Field names follow Go's `smux.Config`; [`Config::default`] equals Go's `DefaultConfig()`
 /// plus [`stream_window_auto_tune`](Config::stream_window_auto_tune), which only changes the
 /// window values a v2 session advertises.
-/// Both peers must use the same [`version`](Config::version): there is no negotiation.
+/// Both peers must use the same [`version`](Config::version): there is no negotiation
+/// (unless a server sets [`detect_version`](Config::detect_version)).
+///
+/// The fields are public, to read and set as in Go, and the struct is `#[non_exhaustive]`, so
+/// fields can be added without breaking anyone: start from [`Config::default`] and set fields,
+/// or chain the `with_*` setters:
+///
+/// ```
+/// use rsmux::{Config, Version};
+/// let config = Config::default()
+///     .with_version(Version::V2)
+///     .with_max_streams(1000);
+/// assert!(config.validate().is_ok());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
-    /// Protocol version, 1 or 2. Version 2 adds per-stream sliding windows (`UPD` frames).
-    pub version: u8,
+    /// Protocol version. Version 2 adds per-stream sliding windows (`UPD` frames).
+    pub version: Version,
     /// Disables keepalive: no `NOP` frames are sent and a silent peer is never timed out.
     pub keep_alive_disabled: bool,
     /// How often a `NOP` frame is sent to keep the peer's keepalive satisfied.
@@ -50,18 +114,25 @@ pub struct Config {
     /// tells the peer (it reads EOF), and whatever it sends on that stream is dropped without
     /// being buffered. Counted in [`Stats::streams_refused`](crate::Stats::streams_refused).
     pub max_streams: usize,
+    /// Most peer-opened streams waiting to be accepted (Go's backlog: 1024). While this many
+    /// wait, the session stops reading the connection (so a SYN flood costs bounded memory and
+    /// the peer is slowed down, not refused); reading resumes as the application accepts.
+    pub accept_backlog: usize,
     /// Server only: take the protocol version (1 or 2) from the client's first frame, so one
     /// server serves clients of both versions (a step Go smux cannot take: a deployment moves
     /// from v1 to v2 without a flag day). The server sends nothing before that frame arrives;
     /// [`version`](Config::version) is only used to report a first frame of another version.
     /// Off by default: a server then speaks `version` only, exactly as Go's does.
     pub detect_version: bool,
+    /// A name for the session in its tracing span (`smux_session{label=...}`), such as the
+    /// peer's address; empty by default.
+    pub label: String,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            version: 1,
+            version: Version::V1,
             keep_alive_disabled: false,
             keep_alive_interval: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(30),
@@ -70,8 +141,97 @@ impl Default for Config {
             max_stream_buffer: 65536,
             stream_window_auto_tune: true,
             max_streams: 0,
+            accept_backlog: 1024,
             detect_version: false,
+            label: String::new(),
         }
+    }
+}
+
+/// Chainable setters, one per field (each sets the field of the same name).
+impl Config {
+    /// Sets [`version`](Config::version).
+    #[must_use]
+    pub fn with_version(mut self, version: Version) -> Config {
+        self.version = version;
+        self
+    }
+
+    /// Sets [`keep_alive_disabled`](Config::keep_alive_disabled).
+    #[must_use]
+    pub fn with_keep_alive_disabled(mut self, disabled: bool) -> Config {
+        self.keep_alive_disabled = disabled;
+        self
+    }
+
+    /// Sets [`keep_alive_interval`](Config::keep_alive_interval).
+    #[must_use]
+    pub fn with_keep_alive_interval(mut self, interval: Duration) -> Config {
+        self.keep_alive_interval = interval;
+        self
+    }
+
+    /// Sets [`keep_alive_timeout`](Config::keep_alive_timeout).
+    #[must_use]
+    pub fn with_keep_alive_timeout(mut self, timeout: Duration) -> Config {
+        self.keep_alive_timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_frame_size`](Config::max_frame_size).
+    #[must_use]
+    pub fn with_max_frame_size(mut self, bytes: usize) -> Config {
+        self.max_frame_size = bytes;
+        self
+    }
+
+    /// Sets [`max_receive_buffer`](Config::max_receive_buffer).
+    #[must_use]
+    pub fn with_max_receive_buffer(mut self, bytes: usize) -> Config {
+        self.max_receive_buffer = bytes;
+        self
+    }
+
+    /// Sets [`max_stream_buffer`](Config::max_stream_buffer).
+    #[must_use]
+    pub fn with_max_stream_buffer(mut self, bytes: usize) -> Config {
+        self.max_stream_buffer = bytes;
+        self
+    }
+
+    /// Sets [`stream_window_auto_tune`](Config::stream_window_auto_tune).
+    #[must_use]
+    pub fn with_stream_window_auto_tune(mut self, on: bool) -> Config {
+        self.stream_window_auto_tune = on;
+        self
+    }
+
+    /// Sets [`max_streams`](Config::max_streams).
+    #[must_use]
+    pub fn with_max_streams(mut self, streams: usize) -> Config {
+        self.max_streams = streams;
+        self
+    }
+
+    /// Sets [`accept_backlog`](Config::accept_backlog).
+    #[must_use]
+    pub fn with_accept_backlog(mut self, streams: usize) -> Config {
+        self.accept_backlog = streams;
+        self
+    }
+
+    /// Sets [`detect_version`](Config::detect_version).
+    #[must_use]
+    pub fn with_detect_version(mut self, on: bool) -> Config {
+        self.detect_version = on;
+        self
+    }
+
+    /// Sets [`label`](Config::label).
+    #[must_use]
+    pub fn with_label(mut self, label: impl Into<String>) -> Config {
+        self.label = label.into();
+        self
     }
 }
 
@@ -105,6 +265,8 @@ pub enum ConfigField {
     MaxStreamBuffer,
     /// [`Config::detect_version`].
     DetectVersion,
+    /// [`Config::accept_backlog`].
+    AcceptBacklog,
 }
 
 impl ConfigField {
@@ -118,6 +280,7 @@ impl ConfigField {
             ConfigField::MaxReceiveBuffer => "max_receive_buffer",
             ConfigField::MaxStreamBuffer => "max_stream_buffer",
             ConfigField::DetectVersion => "detect_version",
+            ConfigField::AcceptBacklog => "accept_backlog",
         }
     }
 }
@@ -132,7 +295,7 @@ impl std::fmt::Display for ConfigField {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConfigProblem {
-    /// The protocol version is neither 1 nor 2.
+    /// The protocol version is neither 1 nor 2 (from [`Version::try_from`]).
     UnsupportedVersion,
     /// The value must be larger than zero.
     NotPositive,
@@ -180,9 +343,6 @@ impl Config {
         let max_buffer = TooLarge {
             max: MAX_BUFFER as u64,
         };
-        if !matches!(self.version, 1 | 2) {
-            return err(Version, UnsupportedVersion);
-        }
         if !self.keep_alive_disabled {
             if self.keep_alive_interval.is_zero() {
                 return err(KeepAliveInterval, NotPositive);
@@ -216,6 +376,9 @@ impl Config {
         }
         if self.max_stream_buffer > MAX_BUFFER {
             return err(MaxStreamBuffer, max_buffer);
+        }
+        if self.accept_backlog == 0 {
+            return err(AcceptBacklog, NotPositive);
         }
         Ok(())
     }
@@ -259,7 +422,8 @@ mod tests {
     #[test]
     fn default_equals_go_default_config() {
         let c = Config::default();
-        assert_eq!(c.version, 1);
+        assert_eq!(c.version, Version::V1);
+        assert_eq!(c.accept_backlog, 1024);
         assert!(!c.keep_alive_disabled);
         assert_eq!(c.keep_alive_interval, Duration::from_secs(10));
         assert_eq!(c.keep_alive_timeout, Duration::from_secs(30));
@@ -272,8 +436,7 @@ mod tests {
 
     #[test]
     fn verify_config_rules() {
-        rejects(|c| c.version = 0, "version");
-        rejects(|c| c.version = 3, "version");
+        rejects(|c| c.accept_backlog = 0, "accept_backlog");
         rejects(
             |c| c.keep_alive_interval = Duration::ZERO,
             "keep_alive_interval",
@@ -290,6 +453,26 @@ mod tests {
         rejects(
             |c| c.max_stream_buffer = c.max_receive_buffer + 1,
             "max_stream_buffer",
+        );
+    }
+
+    #[test]
+    fn version_bytes() {
+        assert_eq!(Version::try_from(2).unwrap(), Version::V2);
+        assert_eq!(u8::from(Version::V1), 1);
+        assert_eq!(Version::V2.to_string(), "2");
+        for bad in [0, 3, 255] {
+            let e = Version::try_from(bad).unwrap_err();
+            assert_eq!(e.field, ConfigField::Version);
+            assert_eq!(e.problem, ConfigProblem::UnsupportedVersion);
+        }
+        let c = Config::default()
+            .with_version(Version::V2)
+            .with_max_streams(7)
+            .with_label("peer");
+        assert_eq!(
+            (c.version, c.max_streams, c.label.as_str()),
+            (Version::V2, 7, "peer")
         );
     }
 

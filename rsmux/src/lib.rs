@@ -54,7 +54,9 @@ mod error;
 pub mod frame;
 pub mod proto;
 
-pub use config::{Config, ConfigError, ConfigField, ConfigProblem, MAX_BUFFER, MAX_FRAME_PAYLOAD};
+pub use config::{
+    Config, ConfigError, ConfigField, ConfigProblem, Version, MAX_BUFFER, MAX_FRAME_PAYLOAD,
+};
 pub use driver::{DeadlineHandle, OwnedReadHalf, OwnedWriteHalf, ReuniteError, Session, Stream};
 pub use error::{Error, ProtocolError};
 pub use proto::Stats;

@@ -130,11 +130,9 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
 #[tokio::test]
 async fn partial_io_and_stalls_never_corrupt_or_reorder() {
     for (seed, version) in [(1u64, 1u8), (2, 2), (3, 1), (4, 2)] {
-        let cfg = Config {
-            version,
-            max_frame_size: 1000 + seed as usize * 700,
-            ..Config::default()
-        };
+        let cfg = Config::default()
+            .with_version(rsmux::Version::try_from(version).unwrap())
+            .with_max_frame_size(1000 + seed as usize * 700);
         let (client, server, _fail) = flaky_pair(cfg, seed);
         let echo = tokio::spawn(async move {
             let mut tasks = Vec::new();

@@ -41,12 +41,10 @@ const BUDGET: usize = 1 << 20;
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn config() -> Config {
-    Config {
-        keep_alive_interval: Duration::from_secs(1),
-        keep_alive_timeout: KEEPALIVE_TIMEOUT,
-        max_receive_buffer: BUDGET,
-        ..Config::default()
-    }
+    Config::default()
+        .with_keep_alive_interval(Duration::from_secs(1))
+        .with_keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .with_max_receive_buffer(BUDGET)
 }
 
 /// What the server does with the next connection.
@@ -233,7 +231,7 @@ async fn syn_flood_is_throttled_by_the_accept_backlog() {
     // Loopback buffers may take it all or stall part of it; either way we stop sending.
     let _ = timeout(Duration::from_secs(2), tcp.write_all(&wire)).await;
     let session = server.session(0).await;
-    assert!(session.num_streams() <= rsmux::proto::ACCEPT_BACKLOG);
+    assert!(session.num_streams() <= Config::default().accept_backlog);
     let took = ended_within(&session, 3 * KEEPALIVE_TIMEOUT).await;
     assert!(matches!(
         session.close_reason(),

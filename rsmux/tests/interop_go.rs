@@ -35,10 +35,7 @@ const LONG: Duration = Duration::from_secs(90);
 const INITIAL_WINDOW: u64 = 262_144;
 
 fn cfg(version: u8) -> Config {
-    Config {
-        version,
-        ..Config::default()
-    }
+    Config::default().with_version(rsmux::Version::try_from(version).unwrap())
 }
 
 fn v(version: u8) -> &'static str {
@@ -250,13 +247,11 @@ async fn client_bulk(ver: u8) {
 /// sends 65535-byte frames and advertises a 1 MiB stream window (8 MiB budget); Go sends
 /// 4 KiB frames, advertises a 128 KiB window and has a 1 MiB receive budget.
 async fn client_bulk_tuned(ver: u8) {
-    let config = Config {
-        version: ver,
-        max_frame_size: 65535,
-        max_stream_buffer: 1 << 20,
-        max_receive_buffer: 8 << 20,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_version(rsmux::Version::try_from(ver).unwrap())
+        .with_max_frame_size(65535)
+        .with_max_stream_buffer(1 << 20)
+        .with_max_receive_buffer(8 << 20);
     let go = [
         "-framesize",
         "4096",
@@ -522,12 +517,10 @@ async fn client_idle_survives_go_keepalive(ver: u8) {
         &["-ver", v(ver), "-keepalive", "1", "-keepalive-timeout", "2"],
     )
     .await;
-    let config = Config {
-        version: ver,
-        keep_alive_interval: Duration::from_secs(1),
-        keep_alive_timeout: Duration::from_secs(3),
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_version(rsmux::Version::try_from(ver).unwrap())
+        .with_keep_alive_interval(Duration::from_secs(1))
+        .with_keep_alive_timeout(Duration::from_secs(3));
     let session = client(&peer, config).await;
     let mut s = open(&session).await;
     echo_once(&mut s, b"before idle").await;
@@ -557,11 +550,9 @@ async fn go_keepalive_closes_silent_rsmux(ver: u8) {
         &["-ver", v(ver), "-keepalive", "1", "-keepalive-timeout", "2"],
     )
     .await;
-    let config = Config {
-        version: ver,
-        keep_alive_disabled: true,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_version(rsmux::Version::try_from(ver).unwrap())
+        .with_keep_alive_disabled(true);
     let session = client(&peer, config).await;
     let mut s = open(&session).await;
     echo_once(&mut s, b"ping").await;
@@ -903,13 +894,11 @@ async fn server_bulk(ver: u8) {
 /// advertises a 1 MiB window; the rsmux server sends 4 KiB frames, advertises 128 KiB and
 /// has a 1 MiB receive budget.
 async fn server_bulk_tuned(ver: u8) {
-    let config = Config {
-        version: ver,
-        max_frame_size: 4096,
-        max_stream_buffer: 128 << 10,
-        max_receive_buffer: 1 << 20,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_version(rsmux::Version::try_from(ver).unwrap())
+        .with_max_frame_size(4096)
+        .with_max_stream_buffer(128 << 10)
+        .with_max_receive_buffer(1 << 20);
     let go = [
         "-bytes",
         "16777216",

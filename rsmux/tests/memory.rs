@@ -33,12 +33,10 @@ fn unread_data_is_bounded_by_the_receive_budget() {
     runtime().block_on(async {
         for frame_len in [1usize, 100, 4000, 32768, 65535] {
             let (ours, mut peer) = tokio::io::duplex(256 * 1024);
-            let cfg = Config {
-                max_receive_buffer: BUDGET,
-                max_stream_buffer: 65536,
-                keep_alive_disabled: true,
-                ..Config::default()
-            };
+            let cfg = Config::default()
+                .with_max_receive_buffer(BUDGET)
+                .with_max_stream_buffer(65536)
+                .with_keep_alive_disabled(true);
             let before = live();
             reset_peak();
             let session = Session::server(ours, cfg).unwrap();
@@ -115,11 +113,9 @@ fn a_stream_that_is_never_read_cannot_pin_read_chunks() {
     const BIGS_PER_ROUND: usize = 8;
     runtime().block_on(async {
         let (ours, mut peer) = tokio::io::duplex(256 * 1024);
-        let cfg = Config {
-            max_receive_buffer: BUDGET,
-            keep_alive_disabled: true,
-            ..Config::default()
-        };
+        let cfg = Config::default()
+            .with_max_receive_buffer(BUDGET)
+            .with_keep_alive_disabled(true);
         let before = live();
         reset_peak();
         let session = Session::server(ours, cfg).unwrap();
@@ -174,11 +170,9 @@ async fn one_stream(
     pipe: usize,
 ) -> ((Session, Session), rsmux::Stream, rsmux::Stream) {
     let (a, b) = tokio::io::duplex(pipe);
-    let cfg = Config {
-        version,
-        keep_alive_disabled: true,
-        ..Config::default()
-    };
+    let cfg = Config::default()
+        .with_version(rsmux::Version::try_from(version).unwrap())
+        .with_keep_alive_disabled(true);
     let client = Session::client(a, cfg.clone()).unwrap();
     let server = Session::server(b, cfg).unwrap();
     let mut w = client.open_stream().await.unwrap();
@@ -343,12 +337,10 @@ fn auto_tuned_windows_of_stalled_readers_stay_within_half_the_budget() {
         .unwrap();
     paused.block_on(async {
         let (a, b) = tokio::io::duplex(256 * 1024);
-        let cfg = Config {
-            version: 2,
-            max_receive_buffer: BUDGET,
-            keep_alive_disabled: true,
-            ..Config::default()
-        };
+        let cfg = Config::default()
+            .with_version(rsmux::Version::V2)
+            .with_max_receive_buffer(BUDGET)
+            .with_keep_alive_disabled(true);
         assert!(cfg.stream_window_auto_tune, "on by default");
         let client = Session::client(a, cfg.clone()).unwrap();
         let server = Session::server(b, cfg).unwrap();

@@ -79,15 +79,13 @@ struct SideConfig {
 
 impl SideConfig {
     fn config(&self, version: u8) -> Config {
-        Config {
-            version,
-            keep_alive_disabled: true,
-            max_frame_size: self.max_frame_size,
-            max_receive_buffer: self.max_receive_buffer,
-            max_stream_buffer: 1 + self.stream_buffer_seed % self.max_receive_buffer,
-            stream_window_auto_tune: self.stream_window_auto_tune,
-            ..Config::default()
-        }
+        Config::default()
+            .with_version(rsmux::Version::try_from(version).unwrap())
+            .with_keep_alive_disabled(true)
+            .with_max_frame_size(self.max_frame_size)
+            .with_max_receive_buffer(self.max_receive_buffer)
+            .with_max_stream_buffer(1 + self.stream_buffer_seed % self.max_receive_buffer)
+            .with_stream_window_auto_tune(self.stream_window_auto_tune)
     }
 }
 
@@ -266,7 +264,7 @@ impl World {
             let mut config = c.config(version);
             let i = if role == Role::Client { CLIENT } else { SERVER };
             if let (Some(v), Role::Server) = (start.server_detect, role) {
-                config.version = v;
+                config.version = rsmux::Version::try_from(v).unwrap();
                 config.detect_version = true;
             }
             let mut conn = Connection::new(config.clone(), role, now).expect("valid config");
@@ -817,7 +815,11 @@ impl World {
     fn check(&self) {
         let server = &self.sides[SERVER].conn;
         if self.server_knows_version() {
-            assert_eq!(server.version(), Some(self.version), "the server's version");
+            assert_eq!(
+                server.version(),
+                Some(rsmux::Version::try_from(self.version).unwrap()),
+                "the server's version"
+            );
         } else {
             assert_eq!(
                 server.version(),

@@ -47,10 +47,7 @@ async fn go_echo_session(version: u8) -> (GoPeer, Session) {
     let peer = GoPeer::start("echo", &["-ver", ver, "-quiet"]).await;
     let tcp = TcpStream::connect(peer.addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
-    let cfg = Config {
-        version,
-        ..Config::default()
-    };
+    let cfg = Config::default().with_version(rsmux::Version::try_from(version).unwrap());
     let session = Session::client(tcp, cfg).unwrap();
     (peer, session)
 }

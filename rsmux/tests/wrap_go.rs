@@ -74,11 +74,9 @@ fn skipped(name: &str) -> bool {
 }
 
 fn config(auto_tune: bool) -> Config {
-    Config {
-        version: 2,
-        stream_window_auto_tune: auto_tune,
-        ..Config::default()
-    }
+    Config::default()
+        .with_version(rsmux::Version::V2)
+        .with_stream_window_auto_tune(auto_tune)
 }
 
 /// Starts the Go `bigstream` role and an rsmux v2 client session connected to it; the
@@ -269,10 +267,7 @@ async fn rsmux_writes_go_reads(what: &str, auto_tune: bool) {
 /// 32 KiB, so with a 32 KiB window each read drains the whole window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_to_rsmux_large_reads_one_frame_window() {
-    let cfg = Config {
-        max_stream_buffer: 32768,
-        ..config(false)
-    };
+    let cfg = config(false).with_max_stream_buffer(32768);
     go_writes_rsmux_reads_with("Go -> rsmux, 128 KiB reads, 32 KiB window", LARGE, cfg).await;
 }
 

@@ -128,7 +128,7 @@ mod tests {
         assert!(c.kcp.compression);
         assert_eq!(c.kcp.crypt, rsmux_kcp::CryptKind::Aes);
         assert_eq!(c.kcp.mode, rsmux_kcp::Mode::Fast);
-        assert_eq!(c.smux.version, 1);
+        assert_eq!(c.smux.version, rsmux::Version::V1);
         assert_eq!(
             (c.smux.max_receive_buffer, c.smux.max_stream_buffer),
             (4 << 20, 2 << 20)
@@ -155,7 +155,7 @@ mod tests {
         assert!(!r.kcp.compression);
         assert_eq!(r.kcp.mtu, 1200);
         assert_eq!(r.conn, 2);
-        assert_eq!(r.smux.version, 2);
+        assert_eq!(r.smux.version, rsmux::Version::V2);
         assert_eq!(r.local, "127.0.0.1:1");
         assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
         let mut bad = client(&[]);

@@ -527,16 +527,16 @@ impl Settings {
                 self.keepalive
             ));
         }
-        let config = rsmux::Config {
-            version: range("smuxver", self.smuxver)?,
-            keep_alive_disabled: false,
-            keep_alive_interval: Duration::from_secs(range("keepalive", self.keepalive)?),
-            keep_alive_timeout: Duration::from_secs(30),
-            max_frame_size: 32768,
-            max_receive_buffer: range("smuxbuf", self.smuxbuf)?,
-            max_stream_buffer: range("streambuf", self.streambuf)?,
-            ..rsmux::Config::default()
-        };
+        let version = rsmux::Version::try_from(range::<u8>("smuxver", self.smuxver)?)
+            .map_err(|e| format!("--smuxver {}: {}", self.smuxver, e.problem))?;
+        let config = rsmux::Config::default()
+            .with_version(version)
+            .with_keep_alive_disabled(false)
+            .with_keep_alive_interval(Duration::from_secs(range("keepalive", self.keepalive)?))
+            .with_keep_alive_timeout(Duration::from_secs(30))
+            .with_max_frame_size(32768)
+            .with_max_receive_buffer(range("smuxbuf", self.smuxbuf)?)
+            .with_max_stream_buffer(range("streambuf", self.streambuf)?);
         config.validate().map_err(|e| {
             // kcptun has no keepalive-timeout flag: its timeout is fixed at 30 s.
             let flag = match e.field {

@@ -369,7 +369,7 @@ fn client_command(
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
     };
     let port = local.port();
-    let version = if config.detect_version || config.version == 1 {
+    let version = if config.detect_version || config.version == rsmux::Version::V1 {
         String::new()
     } else {
         format!(" --smuxver {}", config.version)
@@ -410,10 +410,11 @@ fn host_name() -> String {
 }
 
 async fn run_server(args: ServerArgs) -> Result<()> {
-    let config = rsmux::Config {
-        max_streams: args.max_streams,
-        ..args.smux.config().map_err(common::Failure)?
-    };
+    let config = args
+        .smux
+        .config()
+        .map_err(common::Failure)?
+        .with_max_streams(args.max_streams);
     let setup = server_setup(&args.security)?;
     let listener = common::bind(&args.listen).await?;
     let local = listener.local_addr().context("listener address")?;

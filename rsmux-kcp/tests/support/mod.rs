@@ -14,13 +14,11 @@ use tokio::net::{TcpListener, UdpSocket};
 /// kcptun's smux settings (`--smuxver`, `--smuxbuf 4 MiB`, `--streambuf 2 MiB`,
 /// `--keepalive 10`).
 pub fn kcptun_smux(version: u8) -> rsmux::Config {
-    rsmux::Config {
-        version,
-        max_receive_buffer: 4 << 20,
-        max_stream_buffer: 2 << 20,
-        keep_alive_interval: Duration::from_secs(10),
-        ..rsmux::Config::default()
-    }
+    rsmux::Config::default()
+        .with_version(rsmux::Version::try_from(version).unwrap())
+        .with_max_receive_buffer(4 << 20)
+        .with_max_stream_buffer(2 << 20)
+        .with_keep_alive_interval(Duration::from_secs(10))
 }
 
 /// Path of a kcptun binary; fails the test with the fix if it is missing. On a fresh Debian

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{now, stream::Stream, Driver, Shared};
 use crate::{
-    config::Config,
+    config::{Config, Version},
     error::Error,
     proto::{Connection, Role, Stats},
 };
@@ -86,10 +86,15 @@ impl Session {
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        // Everything the driver logs carries the session's role, version and label.
+        let span = tracing::debug_span!(
+            "smux_session",
+            role = ?role,
+            version = if config.detect_version { "auto" } else if config.version == Version::V2 { "2" } else { "1" },
+            label = %config.label
+        );
         let conn = Connection::new(config, role, now())?;
         let shared = Shared::new(conn);
-        // Everything the driver logs carries the session's role.
-        let span = tracing::debug_span!("smux_session", role = ?role);
         runtime.spawn(tracing::Instrument::instrument(
             Driver::new(shared.clone(), io),
             span,
@@ -239,7 +244,7 @@ impl Session {
 
     /// The protocol version in use. With [`Config::detect_version`] on a server, `None` until
     /// the client's first frame has arrived.
-    pub fn version(&self) -> Option<u8> {
+    pub fn version(&self) -> Option<Version> {
         self.shared.lock().conn.version()
     }
 

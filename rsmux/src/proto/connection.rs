@@ -20,14 +20,10 @@ use super::{
     window::{scaled, MAX_GROWTH},
 };
 use crate::{
-    config::{Config, ConfigError, ConfigField, ConfigProblem},
+    config::{Config, ConfigError, ConfigField, ConfigProblem, Version},
     error::Error,
     frame::{decode_upd, encode_upd, Cmd, Header, HEADER_LEN, UPD_LEN},
 };
-
-/// Streams opened by the peer and not yet accepted; reading pauses while this many wait
-/// (Go's accept backlog, SPEC §1.6), so a SYN flood costs bounded memory.
-pub const ACCEPT_BACKLOG: usize = 1024;
 
 /// Bytes one stream may have accepted from the application and not yet framed.
 pub const STREAM_SEND_BUFFER: usize = 256 * 1024;
@@ -204,7 +200,7 @@ pub struct Connection {
     /// Where new streams' v2 byte counters start: 0 on the wire; tests move it near the wrap.
     counter_base: u32,
     /// The protocol version in use: the configured one, or the client's once detected.
-    version: u8,
+    version: Version,
     /// `Config::detect_version` and the client's first frame has not arrived yet: nothing
     /// is sent until it has.
     detecting_version: bool,
@@ -265,12 +261,12 @@ impl Connection {
 
     /// The protocol version in use; with [`Config::detect_version`], `None` until the
     /// client's first frame has arrived.
-    pub fn version(&self) -> Option<u8> {
+    pub fn version(&self) -> Option<Version> {
         (!self.detecting_version).then_some(self.version)
     }
 
     fn v2(&self) -> bool {
-        self.version == 2
+        self.version == Version::V2
     }
 
     /// True once the session was closed locally or died.
@@ -380,7 +376,7 @@ impl Connection {
     pub fn wants_read(&self) -> bool {
         self.state != State::Closed
             && !self.budget.exhausted()
-            && self.accept_queue.len() < ACCEPT_BACKLOG
+            && self.accept_queue.len() < self.config.accept_backlog
     }
 
     /// True once after something happened that the driver must act on (frames to send,
@@ -443,7 +439,7 @@ impl Connection {
     }
 
     fn fill_transmit(&mut self, tx: &mut TxBuf, max_bytes: usize) {
-        let version = self.version;
+        let version = self.version.as_u8();
         let v2 = self.v2();
         if std::mem::take(&mut self.nop_pending) {
             tx.push(Header::new(version, Cmd::Nop, 0, 0), Bytes::new());
@@ -536,7 +532,7 @@ impl Connection {
             if self.detecting_version {
                 self.detect_version(raw[0]);
             }
-            let h = match Header::decode(raw, self.version) {
+            let h = match Header::decode(raw, self.version.as_u8()) {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::debug!(error = %e, "peer broke the protocol");
@@ -574,9 +570,9 @@ impl Connection {
 
     /// `Config::detect_version`: adopts the version byte of the client's first frame if it
     /// is 1 or 2 (another value fails to decode as a mismatch with the configured version).
-    fn detect_version(&mut self, version: u8) {
-        if matches!(version, 1 | 2) {
-            tracing::debug!(version, "version taken from the client's first frame");
+    fn detect_version(&mut self, byte: u8) {
+        if let Ok(version) = Version::try_from(byte) {
+            tracing::debug!(%version, "version taken from the client's first frame");
             self.version = version;
             self.detecting_version = false;
             if self.has_pending_transmit() {
@@ -768,7 +764,7 @@ impl Connection {
     pub fn accept(&mut self) -> Result<Option<u32>, Error> {
         if let Some(id) = self.accept_queue.pop_front() {
             self.counts.streams_accepted += 1;
-            if self.accept_queue.len() + 1 == ACCEPT_BACKLOG {
+            if self.accept_queue.len() + 1 == self.config.accept_backlog {
                 self.wake_driver = true; // reading may resume
             }
             return Ok(Some(id));

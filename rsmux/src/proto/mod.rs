@@ -19,7 +19,7 @@ mod window;
 
 pub use connection::{
     min_write_room, session_wake_room, ChunkOutcome, Connection, Event, Progress, ReadOutcome,
-    Stats, ACCEPT_BACKLOG, CLOSE_TIMEOUT, MIN_WRITE_ROOM, SESSION_SEND_BUFFER, STREAM_SEND_BUFFER,
+    Stats, CLOSE_TIMEOUT, MIN_WRITE_ROOM, SESSION_SEND_BUFFER, STREAM_SEND_BUFFER,
 };
 pub use ids::Role;
 pub use recv_buffer::{RecvBuffer, CHUNK, MIN_CHUNK, SHARE_MIN};

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::{
-    config::Config,
+    config::{Config, Version},
     error::{Error, ProtocolError},
     frame::{encode_upd, Cmd, Header},
 };
@@ -32,7 +32,7 @@ impl Pair {
 
     pub(super) fn v2() -> Pair {
         Pair::new(Config {
-            version: 2,
+            version: Version::V2,
             ..Config::default()
         })
     }
@@ -320,10 +320,7 @@ fn protocol_errors_close_the_session_with_a_clear_error() {
         ),
     ];
     for (version, wire, expected) in cases {
-        let cfg = Config {
-            version,
-            ..Config::default()
-        };
+        let cfg = Config::default().with_version(Version::try_from(version).unwrap());
         let mut s = Connection::new(cfg, Role::Server, Instant::now()).unwrap();
         // A stream with buffered data: the data is still delivered, then the error.
         let mut good = frame(version, Cmd::Syn, 3, b"");
@@ -601,7 +598,7 @@ fn v2_data_waiting_for_a_window_never_blocks_other_streams() {
     // free for streams whose peer reads.
     let mut p = Pair::v2();
     let client_cfg = Config {
-        version: 2,
+        version: Version::V2,
         max_receive_buffer: 1 << 20, // the client's session send cap follows it
         ..Config::default()
     };
@@ -634,7 +631,7 @@ fn v2_data_waiting_for_a_window_never_blocks_other_streams() {
 #[test]
 fn v2_peer_consumed_more_than_sent_is_a_protocol_error() {
     let cfg = Config {
-        version: 2,
+        version: Version::V2,
         ..Config::default()
     };
     let mut c = Connection::new(cfg, Role::Client, Instant::now()).unwrap();
@@ -757,21 +754,25 @@ fn keepalive_exempts_a_slow_reader_only_while_the_peer_takes_our_bytes() {
 
 #[test]
 fn accept_backlog_pauses_reading() {
-    let mut s = Connection::new(Config::default(), Role::Server, Instant::now()).unwrap();
-    let mut wire = Vec::new();
-    for i in 0..ACCEPT_BACKLOG as u32 + 10 {
-        wire.extend(frame(1, Cmd::Syn, 1 + 2 * i, b""));
+    // Go's 1024 by default, and a configured one.
+    for backlog in [1024, 16] {
+        let config = Config::default().with_accept_backlog(backlog);
+        let mut s = Connection::new(config, Role::Server, Instant::now()).unwrap();
+        let mut wire = Vec::new();
+        for i in 0..backlog as u32 + 10 {
+            wire.extend(frame(1, Cmd::Syn, 1 + 2 * i, b""));
+        }
+        let mut rb = RecvBuffer::new();
+        rb.extend_from_slice(&wire);
+        s.handle_input(&mut rb);
+        assert_eq!(s.pending_accepts(), backlog);
+        assert!(!s.wants_read());
+        assert_eq!(rb.len(), 10 * 8, "the rest waits in the buffer");
+        s.accept().unwrap().unwrap();
+        assert!(s.take_wake_driver());
+        s.handle_input(&mut rb);
+        assert_eq!(s.pending_accepts(), backlog);
     }
-    let mut rb = RecvBuffer::new();
-    rb.extend_from_slice(&wire);
-    s.handle_input(&mut rb);
-    assert_eq!(s.pending_accepts(), ACCEPT_BACKLOG);
-    assert!(!s.wants_read());
-    assert_eq!(rb.len(), 10 * 8, "the rest waits in the buffer");
-    s.accept().unwrap().unwrap();
-    assert!(s.take_wake_driver());
-    s.handle_input(&mut rb);
-    assert_eq!(s.pending_accepts(), ACCEPT_BACKLOG);
 }
 
 #[test]
@@ -913,10 +914,7 @@ fn detecting_server() -> Config {
 #[test]
 fn a_detecting_server_speaks_the_version_of_each_client() {
     for version in [1u8, 2] {
-        let mut p = Pair::new(Config {
-            version,
-            ..Config::default()
-        });
+        let mut p = Pair::new(Config::default().with_version(Version::try_from(version).unwrap()));
         p.server = Connection::new(detecting_server(), Role::Server, p.now).unwrap();
         assert_eq!(p.server.version(), None);
         // A stream the server opens before the client spoke waits: nothing leaves yet.
@@ -927,7 +925,7 @@ fn a_detecting_server_speaks_the_version_of_each_client() {
         let id = p.client.open().unwrap();
         p.client.write(id, b"hello", p.now).unwrap();
         p.drive();
-        assert_eq!(p.server.version(), Some(version));
+        assert_eq!(p.server.version().map(u8::from), Some(version));
         let sid = p.accept();
         assert_eq!(Pair::read_all(&mut p.server, sid, p.now), b"hello");
         p.server.write(sid, b"world", p.now).unwrap();

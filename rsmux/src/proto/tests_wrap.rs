@@ -8,7 +8,11 @@ use std::time::Instant;
 
 use super::tests::{frame, Pair};
 use super::*;
-use crate::{config::Config, error::Error, frame::Cmd};
+use crate::{
+    config::{Config, Version},
+    error::Error,
+    frame::Cmd,
+};
 
 /// Bytes of the pattern: stream offset `o` carries `PATTERN[o % 251]`.
 const PERIOD: usize = 251;
@@ -20,7 +24,7 @@ fn pattern() -> Vec<u8> {
 
 fn v2(auto_tune: bool) -> Config {
     Config {
-        version: 2,
+        version: Version::V2,
         stream_window_auto_tune: auto_tune,
         ..Config::default()
     }
