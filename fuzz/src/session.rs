@@ -32,7 +32,7 @@ use rsmux::{
     frame::{decode_upd, encode_upd, Cmd, Header, HEADER_LEN, UPD_LEN},
     proto::{
         min_write_room, session_wake_room, ChunkOutcome, Connection, Event, Progress, ReadOutcome,
-        RecvBuffer, Role, TxBuf, BOTH_HANDLES, COPY_MAX, INITIAL_PEER_WINDOW, MAX_IOVECS,
+        RecvBuffer, Role, StreamId, TxBuf, BOTH_HANDLES, COPY_MAX, INITIAL_PEER_WINDOW, MAX_IOVECS,
         READ_HANDLE, SESSION_SEND_BUFFER, STREAM_SEND_BUFFER, WRITE_HANDLE,
     },
     Config, Error, ProtocolError,
@@ -919,7 +919,7 @@ impl Harness {
             Op::ReadDeadline { sid, ms } => {
                 let id = self.sid(sid);
                 let d = ms.map(|ms| now + Duration::from_millis(u64::from(ms)));
-                self.conn.set_read_deadline(id, d);
+                self.conn.set_read_deadline(StreamId::new(id), d);
                 if let Some(s) = self.streams.get_mut(&id) {
                     s.read_deadline = d;
                 }
@@ -927,7 +927,7 @@ impl Harness {
             Op::WriteDeadline { sid, ms } => {
                 let id = self.sid(sid);
                 let d = ms.map(|ms| now + Duration::from_millis(u64::from(ms)));
-                self.conn.set_write_deadline(id, d);
+                self.conn.set_write_deadline(StreamId::new(id), d);
                 if let Some(s) = self.streams.get_mut(&id) {
                     s.write_deadline = d;
                 }
@@ -1055,7 +1055,7 @@ impl Harness {
         // are still there).
         for id in opened {
             assert_eq!(
-                self.conn.stream_serial(id),
+                self.conn.stream_serial(StreamId::new(id)),
                 Some(self.streams[&id].serial),
                 "serial of {id}"
             );
@@ -1173,13 +1173,14 @@ impl Harness {
         }
         match (r, self.next_local_id()) {
             (Ok(id), Some(want)) => {
+                let id = id.get();
                 assert_eq!(id, want, "ids in order, skipping the peer's");
                 let parity = if self.role == Role::Client { 1 } else { 0 };
                 assert_eq!(id % 2, parity, "wrong id parity");
                 self.last_serial = self.last_serial.wrapping_add(1);
                 let s = StreamModel::new(true, self.last_serial, self.base);
                 assert_eq!(
-                    self.conn.stream_serial(id),
+                    self.conn.stream_serial(StreamId::new(id)),
                     Some(s.serial),
                     "serial of {id}"
                 );
@@ -1197,7 +1198,7 @@ impl Harness {
     fn accept(&mut self) {
         match self.conn.accept() {
             Ok(Some(id)) => {
-                assert_eq!(self.accept_q.pop_front(), Some(id), "accept order");
+                assert_eq!(self.accept_q.pop_front(), Some(id.get()), "accept order");
             }
             Ok(None) => {
                 assert!(
@@ -1253,10 +1254,10 @@ impl Harness {
             match self.conn.poll_event() {
                 None => break,
                 Some(Event::Readable(id)) => {
-                    self.read_waiters.remove(&id);
+                    self.read_waiters.remove(&id.get());
                 }
                 Some(Event::Writable(id)) => {
-                    self.write_waiters.remove(&id);
+                    self.write_waiters.remove(&id.get());
                 }
                 Some(Event::Closed) => {
                     self.read_waiters.clear();
@@ -1318,7 +1319,9 @@ impl Harness {
     fn read(&mut self, id: u32, len: usize) {
         let now = self.now;
         let expect_err = self.read_error(id);
-        let r = self.conn.read(id, &mut self.read_buf[..len], now);
+        let r = self
+            .conn
+            .read(StreamId::new(id), &mut self.read_buf[..len], now);
         if len == 0 {
             assert!(matches!(r, Ok(ReadOutcome::Data(0))), "{r:?}");
             return;
@@ -1363,7 +1366,7 @@ impl Harness {
 
     fn read_chunk(&mut self, id: u32, max: usize) {
         let expect_err = self.read_error(id);
-        let r = self.conn.read_chunk(id, max, self.now);
+        let r = self.conn.read_chunk(StreamId::new(id), max, self.now);
         self.note_read_wait(id, matches!(r, Ok(ChunkOutcome::Blocked)));
         match r {
             Ok(ChunkOutcome::Data(b)) => {
@@ -1436,7 +1439,9 @@ impl Harness {
         let chunk_path = (offset ^ n as u64) & 1 == 1;
         let r = if chunk_path {
             let mut chunk = bytes::Bytes::copy_from_slice(data);
-            let r = self.conn.write_chunk(id, &mut chunk, self.now);
+            let r = self
+                .conn
+                .write_chunk(StreamId::new(id), &mut chunk, self.now);
             let taken = match r {
                 Ok(Progress::Ready(k)) => k,
                 _ => 0,
@@ -1448,7 +1453,7 @@ impl Harness {
             );
             r
         } else {
-            self.conn.write(id, data, self.now)
+            self.conn.write(StreamId::new(id), data, self.now)
         };
         self.note_write_wait(id, WAIT_WRITE, matches!(r, Ok(Progress::Blocked)));
         match r {
@@ -1494,7 +1499,7 @@ impl Harness {
     }
 
     fn flush(&mut self, id: u32) {
-        let r = self.conn.flush(id, self.now);
+        let r = self.conn.flush(StreamId::new(id), self.now);
         self.note_write_wait(id, WAIT_FLUSH, matches!(r, Ok(Progress::Blocked)));
         if let Some(e) = self.conn.close_reason() {
             // Once the session has ended, flush reports it, queued data or not.
@@ -1531,7 +1536,7 @@ impl Harness {
     }
 
     fn shutdown_write(&mut self, id: u32) {
-        let r = self.conn.shutdown_write(id, self.now);
+        let r = self.conn.shutdown_write(StreamId::new(id), self.now);
         self.note_write_wait(id, WAIT_SHUTDOWN, matches!(r, Ok(Progress::Blocked)));
         let closed = self.conn.close_reason().map(err_text);
         let now = self.now;
@@ -1561,7 +1566,7 @@ impl Harness {
     }
 
     fn release(&mut self, id: u32, which: u8) {
-        self.conn.release(id, which);
+        self.conn.release(StreamId::new(id), which);
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
@@ -1821,7 +1826,7 @@ impl Harness {
             .orphans
             .iter()
             .copied()
-            .filter(|id| self.conn.stream_serial(*id).is_none())
+            .filter(|id| self.conn.stream_serial(StreamId::new(*id)).is_none())
             .collect();
         for id in gone {
             self.orphans.remove(&id);
@@ -1868,7 +1873,7 @@ impl Harness {
             return;
         }
         for (id, s) in &self.streams {
-            let serial = c.stream_serial(*id);
+            let serial = c.stream_serial(StreamId::new(*id));
             assert_eq!(serial, Some(s.serial), "stream {id} removed or replaced");
         }
         let unread: usize = self.streams.values().map(|s| s.unread.len()).sum();

@@ -12,7 +12,7 @@ use std::{
 
 use rsmux::{
     frame::{decode_upd, Cmd, Header, HEADER_LEN, UPD_LEN},
-    proto::{Connection, ReadOutcome, RecvBuffer, Role, TxBuf, BOTH_HANDLES},
+    proto::{Connection, ReadOutcome, RecvBuffer, Role, StreamId, TxBuf, BOTH_HANDLES},
 };
 
 use crate::{
@@ -489,26 +489,26 @@ impl Recorder {
         }
     }
 
-    fn open(&mut self) -> u32 {
+    fn open(&mut self) -> StreamId {
         self.ops.push(Op::Open);
         let id = self.me.open().unwrap();
-        self.learn(id);
+        self.learn(id.get());
         id
     }
 
-    fn accept(&mut self) -> u32 {
+    fn accept(&mut self) -> StreamId {
         self.ops.push(Op::Accept);
         self.me.accept().unwrap().expect("a stream waits")
     }
 
-    fn write(&mut self, id: u32, len: u16) {
+    fn write(&mut self, id: StreamId, len: u16) {
         self.ops.push(Op::Write {
-            sid: self.sid(id),
+            sid: self.sid(id.get()),
             len,
             big: false,
         });
-        let off = self.written.entry(id).or_default();
-        let st = ((*off + u64::from(id) * 17) % 251) as usize;
+        let off = self.written.entry(id.get()).or_default();
+        let st = ((*off + u64::from(id.get()) * 17) % 251) as usize;
         let data: Vec<u8> = (st..st + usize::from(len))
             .map(|j| (j % 251) as u8)
             .collect();
@@ -517,9 +517,9 @@ impl Recorder {
         }
     }
 
-    fn read(&mut self, id: u32, len: u16) -> usize {
+    fn read(&mut self, id: StreamId, len: u16) -> usize {
         self.ops.push(Op::Read {
-            sid: self.sid(id),
+            sid: self.sid(id.get()),
             len,
         });
         let mut buf = vec![0u8; usize::from(len)];
@@ -529,22 +529,24 @@ impl Recorder {
         }
     }
 
-    fn read_chunk(&mut self, id: u32, max: u16) {
+    fn read_chunk(&mut self, id: StreamId, max: u16) {
         self.ops.push(Op::ReadChunk {
-            sid: self.sid(id),
+            sid: self.sid(id.get()),
             max,
         });
         let _ = self.me.read_chunk(id, usize::from(max), self.now);
     }
 
-    fn shutdown(&mut self, id: u32) {
-        self.ops.push(Op::ShutdownWrite { sid: self.sid(id) });
+    fn shutdown(&mut self, id: StreamId) {
+        self.ops.push(Op::ShutdownWrite {
+            sid: self.sid(id.get()),
+        });
         let _ = self.me.shutdown_write(id, self.now);
     }
 
-    fn release(&mut self, id: u32, which: u8) {
+    fn release(&mut self, id: StreamId, which: u8) {
         self.ops.push(Op::Release {
-            sid: self.sid(id),
+            sid: self.sid(id.get()),
             which,
         });
         self.me.release(id, which);
@@ -558,12 +560,12 @@ impl Recorder {
     }
 
     /// Peer side helpers (not recorded: they show up as bytes).
-    fn peer_read_all(&mut self, id: u32) {
+    fn peer_read_all(&mut self, id: StreamId) {
         let mut buf = vec![0u8; 70_000];
         while let Ok(ReadOutcome::Data(_)) = self.peer.read(id, &mut buf, self.now) {}
     }
 
-    fn peer_write(&mut self, id: u32, len: usize) {
+    fn peer_write(&mut self, id: StreamId, len: usize) {
         let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
         let _ = self.peer.write(id, &data, self.now);
     }
@@ -749,7 +751,7 @@ fn scenario_tiny_frames(wrap: bool) -> Recorder {
     r.read(sa, 40);
     r.ops.push(Op::Eof);
     r.ops.push(Op::Read {
-        sid: r.sid(sa),
+        sid: r.sid(sa.get()),
         len: 10,
     });
     r

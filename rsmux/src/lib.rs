@@ -59,4 +59,4 @@ pub use config::{
 };
 pub use driver::{DeadlineHandle, OwnedReadHalf, OwnedWriteHalf, ReuniteError, Session, Stream};
 pub use error::{Error, ProtocolError};
-pub use proto::Stats;
+pub use proto::{Stats, StreamId};

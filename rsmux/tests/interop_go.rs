@@ -186,7 +186,7 @@ async fn client_parallel(ver: u8) {
                 .open_stream()
                 .await
                 .map_err(|e| format!("stream #{i}: open: {e}"))?;
-            let id = s.id();
+            let id = s.id().get();
             let mut buf = [0u8; 64];
             for j in 0..MSGS {
                 let msg = format!("stream {i} message {j}");
@@ -356,7 +356,7 @@ async fn client_accepts_server_opened_streams(ver: u8) {
         set.spawn(async move {
             let mut buf = Vec::with_capacity(M);
             let res = s.read_to_end(&mut buf).await;
-            (s.id(), res.map(|_| buf))
+            (s.id().get(), res.map(|_| buf))
         });
     }
     let ids = within(LONG, "reading the server-opened streams to EOF", async {
@@ -403,7 +403,7 @@ async fn client_writer_vs_slow_go_reader(ver: u8) {
     let (io, wire) = Counting::new(dial(&peer).await);
     let session = Session::client(io, cfg(ver)).expect("Session::client");
     let s = open(&session).await;
-    let data = pattern(s.id(), TOTAL);
+    let data = pattern(s.id().get(), TOTAL);
     let hash = fnv1a64(&data);
     let (mut r, mut w) = s.into_split();
     let started = Instant::now();
@@ -464,7 +464,7 @@ async fn client_slow_reader_vs_go_writer(ver: u8) {
     let (io, wire) = Counting::new(dial(&peer).await);
     let session = Session::client(io, cfg(ver)).expect("Session::client");
     let mut s = open(&session).await;
-    let id = s.id();
+    let id = s.id().get();
     // the SYN alone makes the Go side accept and start writing
     tokio::time::sleep(Duration::from_millis(800)).await;
     let received = wire.read();
@@ -813,7 +813,7 @@ async fn handle_stream(mut s: Stream, handler: Handler) {
         }
         Handler::HalfClose(tx) => {
             let res = async {
-                let id = s.id();
+                let id = s.id().get();
                 let mut req = [0u8; 8];
                 s.read_exact(&mut req)
                     .await

@@ -46,8 +46,8 @@ use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 use rsmux::{
     frame::{decode_upd, Cmd, Header, HEADER_LEN},
     proto::{
-        ChunkOutcome, Connection, Progress, ReadOutcome, RecvBuffer, Role, TxBuf, BOTH_HANDLES,
-        CLOSE_TIMEOUT, INITIAL_PEER_WINDOW, READ_HANDLE, WRITE_HANDLE,
+        ChunkOutcome, Connection, Progress, ReadOutcome, RecvBuffer, Role, StreamId, TxBuf,
+        BOTH_HANDLES, CLOSE_TIMEOUT, INITIAL_PEER_WINDOW, READ_HANDLE, WRITE_HANDLE,
     },
     Config, Error,
 };
@@ -418,13 +418,13 @@ impl World {
             s.last_id = None;
             return;
         };
-        let id = r.expect("open on a healthy session");
+        let id = r.expect("open on a healthy session").get();
         assert_eq!(id, want, "side {side}: ids in order");
         assert_eq!(id % 2, if side == CLIENT { 1 } else { 0 });
         s.last_id = Some(id);
         s.last_serial = s.last_serial.wrapping_add(1);
         assert_eq!(
-            s.conn.stream_serial(id),
+            s.conn.stream_serial(StreamId::new(id)),
             Some(s.last_serial),
             "serial of {id}"
         );
@@ -444,6 +444,7 @@ impl World {
         };
         match r.expect("accept on a healthy session") {
             Some(id) => {
+                let id = id.get();
                 let v = s
                     .views
                     .get_mut(&id)
@@ -467,7 +468,7 @@ impl World {
         // Half the writes go through the zero-copy path, which must behave the same.
         let r = if (v.written ^ len as u64) & 1 == 1 {
             let mut chunk = bytes::Bytes::from(data);
-            let r = s.conn.write_chunk(id, &mut chunk, now);
+            let r = s.conn.write_chunk(StreamId::new(id), &mut chunk, now);
             let taken = match r {
                 Ok(Progress::Ready(n)) => n,
                 _ => 0,
@@ -479,7 +480,7 @@ impl World {
             );
             r
         } else {
-            s.conn.write(id, &data, now)
+            s.conn.write(StreamId::new(id), &data, now)
         };
         if v.write_closed {
             assert!(
@@ -502,7 +503,9 @@ impl World {
         let now = self.now;
         let s = &mut self.sides[side];
         let before = s.conn.buffered_bytes();
-        let r = s.conn.read(id, &mut self.read_buf[..len], now);
+        let r = s
+            .conn
+            .read(StreamId::new(id), &mut self.read_buf[..len], now);
         let v = s.views.get_mut(&id).expect("held");
         let r = match r {
             Err(e) if self.closing[side] => {
@@ -552,7 +555,7 @@ impl World {
         let before = s.conn.buffered_bytes();
         let r = s
             .conn
-            .read_chunk(id, max, now)
+            .read_chunk(StreamId::new(id), max, now)
             .unwrap_or_else(|e| panic!("read_chunk on {id} failed: {e}"));
         let v = s.views.get_mut(&id).expect("held");
         match r {
@@ -577,7 +580,7 @@ impl World {
         let now = self.now;
         let s = &mut self.sides[side];
         s.conn
-            .shutdown_write(id, now)
+            .shutdown_write(StreamId::new(id), now)
             .unwrap_or_else(|e| panic!("shutdown_write on {id} failed: {e}"));
         s.views.get_mut(&id).expect("held").write_closed = true;
     }
@@ -588,7 +591,7 @@ impl World {
         let which = which & v.handles;
         let before = s.conn.buffered_bytes();
         let unread = v.unread() as usize;
-        s.conn.release(id, which);
+        s.conn.release(StreamId::new(id), which);
         if which & READ_HANDLE != 0 {
             assert_eq!(
                 s.conn.buffered_bytes(),
@@ -771,7 +774,7 @@ impl World {
                 // Not accepted yet, so still in the table.
                 s.last_serial = s.last_serial.wrapping_add(1);
                 assert_eq!(
-                    s.conn.stream_serial(id),
+                    s.conn.stream_serial(StreamId::new(id)),
                     Some(s.last_serial),
                     "serial of {id}"
                 );
@@ -779,7 +782,7 @@ impl World {
                 continue;
             }
             // Entries are only added while reading, so one present now was present then.
-            if s.conn.stream_serial(id).is_none() {
+            if s.conn.stream_serial(StreamId::new(id)).is_none() {
                 continue;
             }
             let v = s.views.get_mut(&id).expect("the connection knows it");

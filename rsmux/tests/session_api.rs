@@ -125,7 +125,7 @@ async fn first_ids_are_3_and_2() {
     let a = client.open_stream().await.unwrap();
     let b = client.open_stream().await.unwrap();
     let c = server.open_stream().await.unwrap();
-    assert_eq!((a.id(), b.id(), c.id()), (3, 5, 2));
+    assert_eq!((a.id().get(), b.id().get(), c.id().get()), (3, 5, 2));
     let accepted = timeout(LIMIT, client.accept_stream())
         .await
         .unwrap()

@@ -153,7 +153,7 @@ async fn go_writes_rsmux_reads(what: &str, read_size: usize, auto_tune: bool) {
 async fn go_writes_rsmux_reads_with(what: &str, read_size: usize, cfg: Config) {
     let (mut peer, session, wire) = connect_with(cfg).await;
     let mut s = command(&session, b'W', TOTAL).await;
-    let id = s.id();
+    let id = s.id().get();
     let table = periodic_table(id, read_size);
     let mut buf = vec![0u8; read_size];
     let started = Instant::now();
@@ -200,7 +200,7 @@ async fn go_writes_rsmux_reads_with(what: &str, read_size: usize, cfg: Config) {
 async fn rsmux_writes_go_reads(what: &str, auto_tune: bool) {
     let (mut peer, session, wire) = connect(auto_tune).await;
     let mut s = command(&session, b'R', TOTAL).await;
-    let id = s.id();
+    let id = s.id().get();
     let table = periodic_table(id, LARGE);
     let started = Instant::now();
     let overall = started + OVERALL;
@@ -320,7 +320,7 @@ async fn go_reader_reports_a_wrong_byte() {
     const BAD: u64 = 2_500_000; // past the first period
     let (mut peer, session, _) = connect(true).await;
     let mut s = command(&session, b'R', N).await;
-    let table = periodic_table(s.id(), N as usize);
+    let table = periodic_table(s.id().get(), N as usize);
     let mut data = table[..N as usize].to_vec();
     data[BAD as usize] ^= 0x5a;
     within(SHORT, "writing 3 MiB", s.write_all(&data))

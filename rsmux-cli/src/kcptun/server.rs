@@ -58,11 +58,11 @@ pub async fn run(settings: Resolved) -> Result<()> {
 async fn forward(stream: Stream, target: Arc<str>, quiet: bool) {
     let id = stream.id();
     let result = if is_unix_path(&target) {
-        dial(id, &target, tokio::net::UnixStream::connect(&*target))
+        dial(id.get(), &target, tokio::net::UnixStream::connect(&*target))
             .await
             .map(|unix| Box::pin(pipe_kcptun(stream, unix)) as PipeFuture)
     } else {
-        dial(id, &target, tokio::net::TcpStream::connect(&*target))
+        dial(id.get(), &target, tokio::net::TcpStream::connect(&*target))
             .await
             .map(|tcp| {
                 let _ = tcp.set_nodelay(true);

@@ -7,7 +7,7 @@ use std::{
     task::Waker,
 };
 
-use crate::proto::{Connection, Event};
+use crate::proto::{Connection, Event, StreamId};
 
 /// Wake-ups handed over without allocating (more take the list along).
 const WAKE_INLINE: usize = 8;
@@ -23,8 +23,8 @@ pub(crate) struct Shared {
 pub(crate) struct Inner {
     pub(crate) conn: Connection,
     pub(super) driver_waker: Option<Waker>,
-    read_wakers: HashMap<u32, Waker>,
-    write_wakers: HashMap<u32, Waker>,
+    read_wakers: HashMap<StreamId, Waker>,
+    write_wakers: HashMap<StreamId, Waker>,
     pub(super) accept_wakers: Vec<Waker>,
     pub(super) closed_wakers: Vec<Waker>,
     /// Tasks to wake once the lock is released (see [`Locked`]).
@@ -135,7 +135,7 @@ impl Inner {
     }
 
     /// Parks the current reader of stream `id`.
-    pub(crate) fn park_reader(&mut self, id: u32, waker: &Waker) {
+    pub(crate) fn park_reader(&mut self, id: StreamId, waker: &Waker) {
         park(
             self.read_wakers.entry(id).or_insert_with(|| waker.clone()),
             waker,
@@ -143,7 +143,7 @@ impl Inner {
     }
 
     /// Parks the current writer of stream `id`.
-    pub(crate) fn park_writer(&mut self, id: u32, waker: &Waker) {
+    pub(crate) fn park_writer(&mut self, id: StreamId, waker: &Waker) {
         park(
             self.write_wakers.entry(id).or_insert_with(|| waker.clone()),
             waker,
@@ -151,7 +151,7 @@ impl Inner {
     }
 
     /// Forgets the wakers of a stream whose handles are gone.
-    pub(crate) fn forget_stream(&mut self, id: u32, read: bool, write: bool) {
+    pub(crate) fn forget_stream(&mut self, id: StreamId, read: bool, write: bool) {
         if read {
             self.read_wakers.remove(&id);
         }

@@ -13,13 +13,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::{now, Inner, Shared};
 use crate::{
     error::Error,
-    proto::{ChunkOutcome, Progress, ReadOutcome, BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE},
+    proto::{
+        ChunkOutcome, Progress, ReadOutcome, StreamId, BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE,
+    },
 };
 
 /// Refers to one stream and releases its share of it when dropped.
 struct Handle {
     shared: Arc<Shared>,
-    id: u32,
+    id: StreamId,
     /// Which directions this handle owns (`READ_HANDLE`, `WRITE_HANDLE`).
     owns: u8,
 }
@@ -75,7 +77,7 @@ impl Handle {
     /// Runs one send-side core call, parking the writer when it is blocked.
     fn poll_send<F>(&self, cx: &mut Context<'_>, op: F) -> Poll<io::Result<usize>>
     where
-        F: FnOnce(&mut crate::proto::Connection, u32) -> Result<Progress, Error>,
+        F: FnOnce(&mut crate::proto::Connection, StreamId) -> Result<Progress, Error>,
     {
         let mut inner = self.shared.lock();
         let poll = match op(&mut inner.conn, self.id) {
@@ -153,7 +155,7 @@ impl Handle {
 /// `Some(d)` sets that deadline to `d`; `None` leaves it alone.
 fn set_deadlines(
     inner: &mut Inner,
-    id: u32,
+    id: StreamId,
     read: Option<Option<tokio::time::Instant>>,
     write: Option<Option<tokio::time::Instant>>,
 ) {
@@ -211,7 +213,7 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub(crate) fn new(shared: Arc<Shared>, id: u32) -> Stream {
+    pub(crate) fn new(shared: Arc<Shared>, id: StreamId) -> Stream {
         Stream {
             handle: Handle {
                 shared,
@@ -223,7 +225,7 @@ impl Stream {
 
     /// The stream's id on the wire.
     #[doc(alias = "ID")]
-    pub fn id(&self) -> u32 {
+    pub fn id(&self) -> StreamId {
         self.handle.id
     }
 
@@ -294,7 +296,7 @@ impl Stream {
 #[derive(Clone)]
 pub struct DeadlineHandle {
     shared: Arc<Shared>,
-    id: u32,
+    id: StreamId,
     /// Identifies the stream among all that ever had this id.
     serial: Option<u64>,
 }
@@ -359,7 +361,7 @@ impl std::error::Error for ReuniteError {}
 
 impl OwnedReadHalf {
     /// The stream's id on the wire.
-    pub fn id(&self) -> u32 {
+    pub fn id(&self) -> StreamId {
         self.handle.id
     }
 
@@ -393,7 +395,7 @@ impl OwnedReadHalf {
 
 impl OwnedWriteHalf {
     /// The stream's id on the wire.
-    pub fn id(&self) -> u32 {
+    pub fn id(&self) -> StreamId {
         self.handle.id
     }
 

@@ -12,7 +12,7 @@ use super::{
     budget::Budget,
     byte_queue::PartsStash,
     deadlines::{Deadlines, Dir},
-    ids::{IdAllocator, Role},
+    ids::{IdAllocator, Role, StreamId},
     keepalive::Keepalive,
     recv_buffer::{RecvBuffer, Slices, SHARE_MIN},
     stream::{StreamState, BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE},
@@ -47,9 +47,9 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     /// A reader of this stream may make progress (data, FIN, error or deadline).
-    Readable(u32),
+    Readable(StreamId),
     /// A writer, flusher or shutdown of this stream may make progress.
-    Writable(u32),
+    Writable(StreamId),
     /// A peer-opened stream waits in the accept queue.
     Incoming,
     /// The session closed or died: every waiter should look again.
@@ -158,9 +158,9 @@ enum State {
 #[derive(Debug)]
 pub struct Connection {
     config: Config,
-    streams: HashMap<u32, StreamState>,
+    streams: HashMap<StreamId, StreamState>,
     ids: IdAllocator,
-    accept_queue: VecDeque<u32>,
+    accept_queue: VecDeque<StreamId>,
     budget: Budget,
     /// Streams holding slices of read chunks (bounds the memory they pin).
     slices: Slices,
@@ -171,11 +171,11 @@ pub struct Connection {
     /// Which end this is.
     role: Role,
     /// Peer-opened streams refused by [`Config::max_streams`], whose FIN is still to be sent.
-    refused: VecDeque<u32>,
+    refused: VecDeque<StreamId>,
     /// Running totals for [`stats`](Self::stats).
     counts: Counts,
     /// Streams with a frame to send, served one frame per turn (SPEC §7).
-    ring: VecDeque<u32>,
+    ring: VecDeque<StreamId>,
     nop_pending: bool,
     keepalive: Keepalive,
     deadlines: Deadlines,
@@ -186,7 +186,7 @@ pub struct Connection {
     /// Bytes in all streams' send buffers.
     send_queued: usize,
     /// Streams whose writer waits for session-wide send room.
-    session_blocked: VecDeque<u32>,
+    session_blocked: VecDeque<StreamId>,
     /// Streams with at least one live application handle.
     live_handles: usize,
     /// Serial number for the next stream created.
@@ -297,12 +297,12 @@ impl Connection {
     }
 
     /// Received bytes of stream `id` not yet read.
-    pub fn readable_bytes(&self, id: u32) -> usize {
+    pub fn readable_bytes(&self, id: StreamId) -> usize {
         self.streams.get(&id).map_or(0, |s| s.recv.len())
     }
 
     /// Identifies the stream now registered under `id` among all streams that ever had it.
-    pub fn stream_serial(&self, id: u32) -> Option<u64> {
+    pub fn stream_serial(&self, id: StreamId) -> Option<u64> {
         self.streams.get(&id).map(|s| s.serial)
     }
 
@@ -448,7 +448,7 @@ impl Connection {
             let Some(id) = self.refused.pop_front() else {
                 break;
             };
-            tx.push(Header::new(version, Cmd::Fin, 0, id), Bytes::new());
+            tx.push(Header::new(version, Cmd::Fin, 0, id.get()), Bytes::new());
         }
         while tx.len() < max_bytes {
             let Some(id) = self.ring.pop_front() else {
@@ -460,13 +460,16 @@ impl Connection {
             s.in_ring = false;
             let mut progress = false;
             if std::mem::take(&mut s.syn_pending) {
-                tx.push(Header::new(version, Cmd::Syn, 0, id), Bytes::new());
+                tx.push(Header::new(version, Cmd::Syn, 0, id.get()), Bytes::new());
             } else if let Some(consumed) = s.recv_window.take_upd() {
                 let window = s
                     .recv_window
                     .advertised(self.config.max_stream_buffer as u32);
                 let body = encode_upd(consumed, window);
-                tx.push_small(Header::new(version, Cmd::Upd, UPD_LEN as u16, id), &body);
+                tx.push_small(
+                    Header::new(version, Cmd::Upd, UPD_LEN as u16, id.get()),
+                    &body,
+                );
             } else if !s.send.is_empty() && window(v2, s, id) > 0 {
                 let max = self.config.max_frame_size.min(window(v2, s, id));
                 // One piece at most (an idle stream's queue lets go of its memory).
@@ -477,11 +480,11 @@ impl Connection {
                 let n = payload.len();
                 s.send_window.on_sent(n as u32);
                 self.send_queued -= n;
-                tx.push(Header::new(version, Cmd::Psh, n as u16, id), payload);
+                tx.push(Header::new(version, Cmd::Psh, n as u16, id.get()), payload);
                 progress = true;
             } else if s.fin_due() {
                 s.fin_sent = true;
-                tx.push(Header::new(version, Cmd::Fin, 0, id), Bytes::new());
+                tx.push(Header::new(version, Cmd::Fin, 0, id.get()), Bytes::new());
                 progress = true;
             }
             if progress && std::mem::take(&mut s.write_waiting) {
@@ -555,14 +558,14 @@ impl Connection {
             rb.skip(HEADER_LEN);
             match h.cmd {
                 Cmd::Nop => {}
-                Cmd::Syn => self.on_syn(h.stream_id),
-                Cmd::Fin => self.on_fin(h.stream_id),
-                Cmd::Psh => self.on_psh(h.stream_id, len, rb),
+                Cmd::Syn => self.on_syn(StreamId::new(h.stream_id)),
+                Cmd::Fin => self.on_fin(StreamId::new(h.stream_id)),
+                Cmd::Psh => self.on_psh(StreamId::new(h.stream_id), len, rb),
                 Cmd::Upd => {
                     let body: &[u8; UPD_LEN] = rb.peek(UPD_LEN).try_into().expect("8 bytes");
                     let (consumed, window) = decode_upd(body);
                     rb.skip(UPD_LEN);
-                    self.on_upd(h.stream_id, consumed, window);
+                    self.on_upd(StreamId::new(h.stream_id), consumed, window);
                 }
             }
         }
@@ -581,7 +584,7 @@ impl Connection {
         }
     }
 
-    fn on_syn(&mut self, id: u32) {
+    fn on_syn(&mut self, id: StreamId) {
         // A SYN for a live id is ignored, as in Go (SPEC §1.6).
         if self.streams.contains_key(&id) {
             return;
@@ -606,7 +609,7 @@ impl Connection {
         self.events.push_back(Event::Incoming);
     }
 
-    fn on_fin(&mut self, id: u32) {
+    fn on_fin(&mut self, id: StreamId) {
         if let Some(s) = self.streams.get_mut(&id) {
             s.fin_received = true;
             if std::mem::take(&mut s.read_waiting) {
@@ -615,7 +618,7 @@ impl Connection {
         }
     }
 
-    fn on_psh(&mut self, id: u32, len: usize, rb: &mut RecvBuffer) {
+    fn on_psh(&mut self, id: StreamId, len: usize, rb: &mut RecvBuffer) {
         // While closing, only frames that let queued data leave (UPD) still matter.
         let closing = matches!(self.state, State::Closing { .. });
         match self.streams.get_mut(&id) {
@@ -658,12 +661,12 @@ impl Connection {
         }
     }
 
-    fn on_upd(&mut self, id: u32, consumed: u32, window: u32) {
+    fn on_upd(&mut self, id: StreamId, consumed: u32, window: u32) {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
         s.send_window.on_update(consumed, window);
-        if let Err(e) = s.send_window.available(id) {
+        if let Err(e) = s.send_window.available(id.get()) {
             // The peer claims to have read bytes never sent: it is broken, and nothing it
             // says about this session can be trusted (Go fails only that stream's writes).
             tracing::debug!(error = %e, "impossible window update");
@@ -734,7 +737,7 @@ impl Connection {
 
     /// Opens a stream: registers it, then queues its SYN (so a reply can never arrive for an
     /// unknown id, an upstream race fixed, SPEC §2). Ids the peer already used are skipped.
-    pub fn open(&mut self) -> Result<u32, Error> {
+    pub fn open(&mut self) -> Result<StreamId, Error> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
@@ -761,7 +764,7 @@ impl Connection {
     /// The next peer-opened stream, `Ok(None)` if none waits yet (then wait for
     /// [`Event::Incoming`]). After the session ended, streams already queued are still handed
     /// out, then the reason is returned.
-    pub fn accept(&mut self) -> Result<Option<u32>, Error> {
+    pub fn accept(&mut self) -> Result<Option<StreamId>, Error> {
         if let Some(id) = self.accept_queue.pop_front() {
             self.counts.streams_accepted += 1;
             if self.accept_queue.len() + 1 == self.config.accept_backlog {
@@ -779,7 +782,12 @@ impl Connection {
     /// Copies received bytes of stream `id` into `buf`. Buffered data is returned even after
     /// a FIN, an error or a passed deadline; then `Eof` after the peer's FIN, the session's
     /// error if it ended, [`Error::Timeout`] past the read deadline.
-    pub fn read(&mut self, id: u32, buf: &mut [u8], now: Instant) -> Result<ReadOutcome, Error> {
+    pub fn read(
+        &mut self,
+        id: StreamId,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> Result<ReadOutcome, Error> {
         if buf.is_empty() {
             return Ok(ReadOutcome::Data(0));
         }
@@ -798,7 +806,12 @@ impl Connection {
 
     /// Like [`read`](Self::read), but hands out up to `max` (at least 1) bytes of the next
     /// received payload without copying.
-    pub fn read_chunk(&mut self, id: u32, max: usize, now: Instant) -> Result<ChunkOutcome, Error> {
+    pub fn read_chunk(
+        &mut self,
+        id: StreamId,
+        max: usize,
+        now: Instant,
+    ) -> Result<ChunkOutcome, Error> {
         self.stream_mut(id)?;
         let s = self.streams.get_mut(&id).expect("checked");
         let Some(chunk) = s.recv.read_chunk(max, &mut self.stash) else {
@@ -812,7 +825,7 @@ impl Connection {
     }
 
     /// With nothing buffered: `Ok(None)` for EOF, `Ok(Some(()))` to wait, or the error.
-    fn wait_readable(&mut self, id: u32, now: Instant) -> Result<Option<()>, Error> {
+    fn wait_readable(&mut self, id: StreamId, now: Instant) -> Result<Option<()>, Error> {
         let s = self.streams.get_mut(&id).expect("checked by caller");
         if s.fin_received {
             return Ok(None);
@@ -833,7 +846,7 @@ impl Connection {
     /// send more than the receive budget holds (beyond their configured windows, as in Go):
     /// streams whose readers stall cannot exhaust it and hold up the others, and the other
     /// half is left for the configured windows of streams opened later.
-    fn grow_window(&mut self, id: u32) {
+    fn grow_window(&mut self, id: StreamId) {
         let configured = self.config.max_stream_buffer as u32;
         let allowance = self.config.max_receive_buffer / 2;
         let s = self.streams.get_mut(&id).expect("checked by caller");
@@ -853,7 +866,7 @@ impl Connection {
 
     /// Counts the window of new stream `id` (in both versions: a detected version may
     /// change after streams exist).
-    fn count_window(&mut self, id: u32) {
+    fn count_window(&mut self, id: StreamId) {
         let s = &self.streams[&id];
         self.advertised_windows +=
             s.recv_window
@@ -862,7 +875,7 @@ impl Connection {
 
     /// Accounting after the application took `n > 0` bytes of stream `id`: budget back, and
     /// in v2 an UPD when one is due (SPEC §5).
-    fn consumed(&mut self, id: u32, n: usize) {
+    fn consumed(&mut self, id: StreamId, n: usize) {
         let v2 = self.v2();
         let s = self.streams.get_mut(&id).expect("checked by caller");
         if v2 {
@@ -885,7 +898,7 @@ impl Connection {
     /// Accepts up to all of `data` into stream `id`'s send buffer. Fails after the write side
     /// was shut, after the session ended, and, deterministically, once the write deadline has
     /// passed.
-    pub fn write(&mut self, id: u32, data: &[u8], now: Instant) -> Result<Progress, Error> {
+    pub fn write(&mut self, id: StreamId, data: &[u8], now: Instant) -> Result<Progress, Error> {
         let progress = self.write_room(id, data.len(), now)?;
         if let Progress::Ready(n) = progress {
             if n > 0 {
@@ -903,7 +916,7 @@ impl Connection {
     /// bytes are copied, as small writes are). `Ready(n)` says how many bytes were taken.
     pub fn write_chunk(
         &mut self,
-        id: u32,
+        id: StreamId,
         data: &mut Bytes,
         now: Instant,
     ) -> Result<Progress, Error> {
@@ -932,7 +945,7 @@ impl Connection {
 
     /// How much of a write of `len` bytes stream `id` takes now: `Ready(0)` for an empty
     /// write, `Blocked` (the writer registered to wait) when there is no room.
-    fn write_room(&mut self, id: u32, len: usize, now: Instant) -> Result<Progress, Error> {
+    fn write_room(&mut self, id: StreamId, len: usize, now: Instant) -> Result<Progress, Error> {
         self.check_writable(id, now)?;
         if len == 0 {
             return Ok(Progress::Ready(0));
@@ -968,14 +981,14 @@ impl Connection {
     }
 
     /// `n` bytes were queued on stream `id`.
-    fn queued(&mut self, id: u32, n: usize) {
+    fn queued(&mut self, id: StreamId, n: usize) {
         self.send_queued += n;
         self.schedule(id);
     }
 
     /// `Ready(0)` once everything written to stream `id` has been framed for the socket; the
     /// session's error once it has ended.
-    pub fn flush(&mut self, id: u32, now: Instant) -> Result<Progress, Error> {
+    pub fn flush(&mut self, id: StreamId, now: Instant) -> Result<Progress, Error> {
         if let Some(e) = &self.error {
             // Data not framed by now is lost, and framed data may not have left either.
             return Err(e.clone());
@@ -994,7 +1007,7 @@ impl Connection {
 
     /// Half-close: queues a FIN behind the stream's data; `Ready(0)` once it is framed.
     /// Reading goes on. Calling it again is harmless.
-    pub fn shutdown_write(&mut self, id: u32, now: Instant) -> Result<Progress, Error> {
+    pub fn shutdown_write(&mut self, id: StreamId, now: Instant) -> Result<Progress, Error> {
         let s = self.stream_mut(id)?;
         if s.fin_sent {
             return Ok(Progress::Ready(0));
@@ -1017,7 +1030,7 @@ impl Connection {
     /// `id`. Dropping the read side discards unread data (returning its budget); dropping the
     /// write side queues a FIN behind the data already written. The entry is removed once no
     /// handle is left and the FIN is framed.
-    pub fn release(&mut self, id: u32, which: u8) {
+    pub fn release(&mut self, id: StreamId, which: u8) {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
@@ -1058,16 +1071,16 @@ impl Connection {
     }
 
     /// Sets (or clears) the read deadline of stream `id`; a waiting reader looks again.
-    pub fn set_read_deadline(&mut self, id: u32, deadline: Option<Instant>) {
+    pub fn set_read_deadline(&mut self, id: StreamId, deadline: Option<Instant>) {
         self.set_deadline(id, Dir::Read, deadline);
     }
 
     /// Sets (or clears) the write deadline of stream `id`; a waiting writer looks again.
-    pub fn set_write_deadline(&mut self, id: u32, deadline: Option<Instant>) {
+    pub fn set_write_deadline(&mut self, id: StreamId, deadline: Option<Instant>) {
         self.set_deadline(id, Dir::Write, deadline);
     }
 
-    fn set_deadline(&mut self, id: u32, dir: Dir, deadline: Option<Instant>) {
+    fn set_deadline(&mut self, id: StreamId, dir: Dir, deadline: Option<Instant>) {
         if !self.streams.contains_key(&id) {
             return;
         }
@@ -1150,11 +1163,11 @@ impl Connection {
         self.advertised_windows
     }
 
-    fn stream_mut(&mut self, id: u32) -> Result<&mut StreamState, Error> {
+    fn stream_mut(&mut self, id: StreamId) -> Result<&mut StreamState, Error> {
         self.streams.get_mut(&id).ok_or(Error::Closed)
     }
 
-    fn check_writable(&mut self, id: u32, now: Instant) -> Result<(), Error> {
+    fn check_writable(&mut self, id: StreamId, now: Instant) -> Result<(), Error> {
         let s = self.stream_mut(id)?;
         if s.write_closed {
             return Err(Error::Closed);
@@ -1170,7 +1183,7 @@ impl Connection {
     }
 
     /// Puts stream `id` in the round-robin ring if it has a frame to send.
-    fn schedule(&mut self, id: u32) {
+    fn schedule(&mut self, id: StreamId) {
         if self.state == State::Closed {
             return;
         }
@@ -1185,7 +1198,7 @@ impl Connection {
     }
 
     /// Removes stream `id` once no handle refers to it and nothing of it is left to send.
-    fn remove_if_done(&mut self, id: u32) {
+    fn remove_if_done(&mut self, id: StreamId) {
         let Some(s) = self.streams.get(&id) else {
             return;
         };
@@ -1228,7 +1241,7 @@ impl Connection {
             s.write_waiting = false;
         }
         self.send_queued = 0;
-        let orphans: Vec<u32> = self
+        let orphans: Vec<StreamId> = self
             .streams
             .iter()
             .filter(|(_, s)| s.handles == 0)
@@ -1279,9 +1292,9 @@ pub fn session_wake_room(send_cap: usize) -> usize {
     (send_cap / 4).max(MIN_WRITE_ROOM.min(send_cap / 2))
 }
 
-fn window(v2: bool, s: &StreamState, id: u32) -> usize {
+fn window(v2: bool, s: &StreamState, id: StreamId) -> usize {
     if !v2 {
         return usize::MAX;
     }
-    s.send_window.available(id).unwrap_or(0) as usize
+    s.send_window.available(id.get()).unwrap_or(0) as usize
 }

@@ -6,6 +6,8 @@ use std::{
     time::Instant,
 };
 
+use super::ids::StreamId;
+
 /// Which operation a deadline bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Dir {
@@ -15,13 +17,13 @@ pub(crate) enum Dir {
 
 #[derive(Debug, Default)]
 pub(crate) struct Deadlines {
-    by_stream: HashMap<u32, [Option<Instant>; 2]>,
-    queue: BTreeSet<(Instant, u32, Dir)>,
+    by_stream: HashMap<StreamId, [Option<Instant>; 2]>,
+    queue: BTreeSet<(Instant, StreamId, Dir)>,
 }
 
 impl Deadlines {
     /// Replaces the `dir` deadline of stream `id`.
-    pub(crate) fn set(&mut self, id: u32, dir: Dir, deadline: Option<Instant>) {
+    pub(crate) fn set(&mut self, id: StreamId, dir: Dir, deadline: Option<Instant>) {
         let slots = self.by_stream.entry(id).or_default();
         if let Some(old) = std::mem::replace(&mut slots[dir as usize], deadline) {
             self.queue.remove(&(old, id, dir));
@@ -35,7 +37,7 @@ impl Deadlines {
     }
 
     /// Whether the `dir` deadline of stream `id` is set and not after `now`.
-    pub(crate) fn passed(&self, id: u32, dir: Dir, now: Instant) -> bool {
+    pub(crate) fn passed(&self, id: StreamId, dir: Dir, now: Instant) -> bool {
         self.by_stream
             .get(&id)
             .and_then(|s| s[dir as usize])
@@ -43,7 +45,7 @@ impl Deadlines {
     }
 
     /// Forgets both deadlines of stream `id`.
-    pub(crate) fn remove_stream(&mut self, id: u32) {
+    pub(crate) fn remove_stream(&mut self, id: StreamId) {
         self.set(id, Dir::Read, None);
         self.set(id, Dir::Write, None);
     }
@@ -54,7 +56,7 @@ impl Deadlines {
     }
 
     /// Takes the next deadline due at `now` off the timer queue (it stays in force).
-    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<(u32, Dir)> {
+    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<(StreamId, Dir)> {
         let &(at, id, dir) = self.queue.first()?;
         if at > now {
             return None;
@@ -77,19 +79,31 @@ mod tests {
     fn fire_in_order_and_stay_in_force() {
         let t0 = Instant::now();
         let mut d = Deadlines::default();
-        d.set(3, Dir::Read, Some(t0 + Duration::from_secs(2)));
-        d.set(5, Dir::Write, Some(t0 + Duration::from_secs(1)));
-        d.set(3, Dir::Read, Some(t0 + Duration::from_secs(3))); // moved later
+        d.set(
+            StreamId::new(3),
+            Dir::Read,
+            Some(t0 + Duration::from_secs(2)),
+        );
+        d.set(
+            StreamId::new(5),
+            Dir::Write,
+            Some(t0 + Duration::from_secs(1)),
+        );
+        d.set(
+            StreamId::new(3),
+            Dir::Read,
+            Some(t0 + Duration::from_secs(3)),
+        ); // moved later
         assert_eq!(d.next(), Some(t0 + Duration::from_secs(1)));
         assert_eq!(
             d.pop_expired(t0 + Duration::from_secs(2)),
-            Some((5, Dir::Write))
+            Some((StreamId::new(5), Dir::Write))
         );
         assert_eq!(d.pop_expired(t0 + Duration::from_secs(2)), None);
-        assert!(d.passed(5, Dir::Write, t0 + Duration::from_secs(2)));
-        assert!(!d.passed(3, Dir::Read, t0 + Duration::from_secs(2)));
-        d.remove_stream(3);
-        d.remove_stream(5);
+        assert!(d.passed(StreamId::new(5), Dir::Write, t0 + Duration::from_secs(2)));
+        assert!(!d.passed(StreamId::new(3), Dir::Read, t0 + Duration::from_secs(2)));
+        d.remove_stream(StreamId::new(3));
+        d.remove_stream(StreamId::new(5));
         assert_eq!(d.next(), None);
         assert!(d.by_stream.is_empty());
     }

@@ -10,6 +10,57 @@ pub enum Role {
     Server,
 }
 
+/// A stream's id: the STREAMID field of its frames (SPEC §2). Clients open odd ids, servers
+/// even ones; an id is never reused while a handle to its stream exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(u32);
+
+impl StreamId {
+    /// The stream with this id on the wire.
+    pub const fn new(id: u32) -> StreamId {
+        StreamId(id)
+    }
+
+    /// The id on the wire.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+
+    /// Which end opened (or may open) the stream: odd ids are the client's, even ones the
+    /// server's.
+    pub const fn opener(self) -> Role {
+        if self.0 % 2 == 1 {
+            Role::Client
+        } else {
+            Role::Server
+        }
+    }
+}
+
+impl From<u32> for StreamId {
+    fn from(id: u32) -> StreamId {
+        StreamId(id)
+    }
+}
+
+impl From<StreamId> for u32 {
+    fn from(id: StreamId) -> u32 {
+        id.0
+    }
+}
+
+impl PartialEq<u32> for StreamId {
+    fn eq(&self, other: &u32) -> bool {
+        self.0 == *other
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Allocates ids for locally opened streams.
 #[derive(Debug)]
 pub(crate) struct IdAllocator {
@@ -29,14 +80,14 @@ impl IdAllocator {
     }
 
     /// The next id, or `None` once the id space is exhausted (and forever after).
-    pub(crate) fn next(&mut self) -> Option<u32> {
+    pub(crate) fn next(&mut self) -> Option<StreamId> {
         if self.go_away {
             return None;
         }
         match self.last.checked_add(2) {
             Some(id) => {
                 self.last = id;
-                Some(id)
+                Some(StreamId(id))
             }
             None => {
                 self.go_away = true;
@@ -58,22 +109,25 @@ mod tests {
     #[test]
     fn first_ids_like_go() {
         let mut c = IdAllocator::new(Role::Client);
-        assert_eq!((c.next(), c.next(), c.next()), (Some(3), Some(5), Some(7)));
+        let id = |n| Some(StreamId(n));
+        assert_eq!((c.next(), c.next(), c.next()), (id(3), id(5), id(7)));
+        assert_eq!(c.next().unwrap().opener(), Role::Client);
         let mut s = IdAllocator::new(Role::Server);
-        assert_eq!((s.next(), s.next()), (Some(2), Some(4)));
+        assert_eq!((s.next(), s.next()), (id(2), id(4)));
+        assert_eq!(s.next().unwrap().opener(), Role::Server);
     }
 
     #[test]
     fn go_away_is_sticky_at_the_top() {
         let mut c = IdAllocator::new(Role::Client);
         c.set_last(u32::MAX - 4);
-        assert_eq!(c.next(), Some(u32::MAX - 2));
-        assert_eq!(c.next(), Some(u32::MAX)); // 4294967295, the last client id
+        assert_eq!(c.next(), Some(StreamId(u32::MAX - 2)));
+        assert_eq!(c.next(), Some(StreamId(u32::MAX))); // 4294967295, the last client id
         assert_eq!(c.next(), None);
         assert_eq!(c.next(), None);
         let mut s = IdAllocator::new(Role::Server);
         s.set_last(u32::MAX - 3);
-        assert_eq!(s.next(), Some(u32::MAX - 1)); // 4294967294, the last server id
+        assert_eq!(s.next(), Some(StreamId(u32::MAX - 1))); // 4294967294, the last server id
         assert_eq!(s.next(), None);
     }
 }

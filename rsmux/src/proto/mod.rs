@@ -21,7 +21,7 @@ pub use connection::{
     min_write_room, session_wake_room, ChunkOutcome, Connection, Event, Progress, ReadOutcome,
     Stats, CLOSE_TIMEOUT, MIN_WRITE_ROOM, SESSION_SEND_BUFFER, STREAM_SEND_BUFFER,
 };
-pub use ids::Role;
+pub use ids::{Role, StreamId};
 pub use recv_buffer::{RecvBuffer, CHUNK, MIN_CHUNK, SHARE_MIN};
 pub use stream::{BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE};
 pub use tx::{TxBuf, COPY_MAX, MAX_IOVECS};

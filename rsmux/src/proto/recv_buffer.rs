@@ -18,7 +18,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::spare::Spares;
+use super::{ids::StreamId, spare::Spares};
 
 use crate::frame::HEADER_LEN;
 
@@ -207,14 +207,14 @@ impl RecvBuffer {
 #[derive(Debug, Default)]
 pub(crate) struct Slices {
     /// Streams whose queues are listed (see `ByteQueue::push_shared`); an id may repeat.
-    streams: Vec<u32>,
+    streams: Vec<StreamId>,
     /// [`RecvBuffer::chunks_started`] at the last pass.
     pass_at: u64,
 }
 
 impl Slices {
     /// Stream `id` now holds slices.
-    pub(crate) fn note(&mut self, id: u32) {
+    pub(crate) fn note(&mut self, id: StreamId) {
         self.streams.push(id);
     }
 
@@ -236,7 +236,7 @@ impl Slices {
     }
 
     /// The listed streams, for a pass (those still holding slices are noted again).
-    pub(crate) fn take(&mut self) -> Vec<u32> {
+    pub(crate) fn take(&mut self) -> Vec<StreamId> {
         std::mem::take(&mut self.streams)
     }
 }
@@ -376,7 +376,7 @@ mod tests {
         let budget = 2 * CHUNK;
         rb.prepare();
         assert_eq!(slices.due(&rb, budget), None, "nothing listed");
-        slices.note(7);
+        slices.note(StreamId::new(7));
         let mut pinned = Vec::new();
         for started in 2..=5u64 {
             // Keep a slice of every chunk alive, so each read starts a fresh one.
@@ -392,10 +392,10 @@ mod tests {
             };
             assert_eq!(slices.due(&rb, budget), expect, "{started} chunks");
         }
-        assert_eq!(slices.take(), vec![7]);
+        assert_eq!(slices.take(), vec![StreamId::new(7)]);
         assert_eq!(slices.due(&rb, budget), None, "the list is empty");
         for id in 0..SLICES_LIST_MAX as u32 {
-            slices.note(id);
+            slices.note(StreamId::new(id));
         }
         assert_eq!(slices.due(&rb, budget), Some(3), "a long list");
         assert_eq!(slices.take().len(), SLICES_LIST_MAX);

@@ -55,11 +55,11 @@ impl Pair {
         self.server.handle_timeout(self.now);
     }
 
-    pub(super) fn accept(&mut self) -> u32 {
+    pub(super) fn accept(&mut self) -> StreamId {
         self.server.accept().unwrap().expect("a stream waits")
     }
 
-    pub(super) fn read_all(conn: &mut Connection, id: u32, now: Instant) -> Vec<u8> {
+    pub(super) fn read_all(conn: &mut Connection, id: StreamId, now: Instant) -> Vec<u8> {
         let mut out = Vec::new();
         let mut buf = [0u8; 7000];
         while let Ok(ReadOutcome::Data(n)) = conn.read(id, &mut buf, now) {
@@ -105,8 +105,8 @@ pub(super) fn feed(conn: &mut Connection, bytes: &[u8]) {
     conn.handle_input(&mut rb);
 }
 
-pub(super) fn frame(version: u8, cmd: Cmd, sid: u32, payload: &[u8]) -> Vec<u8> {
-    let mut v = Header::new(version, cmd, payload.len() as u16, sid)
+pub(super) fn frame(version: u8, cmd: Cmd, sid: impl Into<StreamId>, payload: &[u8]) -> Vec<u8> {
+    let mut v = Header::new(version, cmd, payload.len() as u16, sid.into().get())
         .encode()
         .to_vec();
     v.extend_from_slice(payload);
@@ -129,11 +129,14 @@ fn open_accept_and_echo() {
     );
     p.drive();
     assert_eq!(p.accept(), 3);
-    assert_eq!(Pair::read_all(&mut p.server, 3, p.now), b"hello");
+    assert_eq!(
+        Pair::read_all(&mut p.server, StreamId::new(3), p.now),
+        b"hello"
+    );
     let sid = p.server.open().unwrap();
     assert_eq!(sid, 2);
     p.drive();
-    assert_eq!(p.client.accept().unwrap(), Some(2));
+    assert_eq!(p.client.accept().unwrap(), Some(StreamId::new(2)));
     assert_eq!(p.client.num_streams(), 2);
 }
 
@@ -476,7 +479,7 @@ fn bulk_stream_cannot_starve_a_small_one() {
     p.client.write(small, b"ping", p.now).unwrap();
     let wire = transmit(&mut p.client);
     let f = frames(&wire);
-    let pos = f.iter().position(|x| x.1 == small).unwrap();
+    let pos = f.iter().position(|x| small == x.1).unwrap();
     assert!(pos <= 1, "small stream served within one round: {f:?}");
     // Round robin: frames alternate while both have data.
     let mut q = Pair::new(Config::default());
@@ -484,9 +487,9 @@ fn bulk_stream_cannot_starve_a_small_one() {
     let b = q.client.open().unwrap();
     q.client.write(a, &[0u8; 4 * 32768], q.now).unwrap();
     q.client.write(b, &[0u8; 4 * 32768], q.now).unwrap();
-    let sids: Vec<u32> = frames(&transmit(&mut q.client))
+    let sids: Vec<StreamId> = frames(&transmit(&mut q.client))
         .iter()
-        .map(|f| f.1)
+        .map(|f| StreamId::new(f.1))
         .collect();
     assert_eq!(sids, vec![a, b, a, b, a, b, a, b, a, b]);
 }
@@ -501,7 +504,7 @@ fn upd_is_sent_ahead_of_the_streams_own_data() {
     let _ = Pair::read_all(&mut p.server, sid, p.now);
     p.server.write(sid, b"response", p.now).unwrap();
     let f = frames(&transmit(&mut p.server));
-    assert_eq!(f, vec![(UPD, sid, 8), (PSH, sid, 8)]);
+    assert_eq!(f, vec![(UPD, sid.get(), 8), (PSH, sid.get(), 8)]);
 }
 
 #[test]
@@ -521,7 +524,7 @@ fn v2_sender_stops_at_256k_then_adopts_the_peer_window() {
     let mut buf = vec![0u8; 10000];
     p.server.read(sid, &mut buf, p.now).unwrap();
     let wire = transmit(&mut p.server);
-    let mut expected = Header::new(2, Cmd::Upd, 8, sid).encode().to_vec();
+    let mut expected = Header::new(2, Cmd::Upd, 8, sid.get()).encode().to_vec();
     expected.extend(encode_upd(10000, 65536));
     assert_eq!(wire, expected);
     p.client_rb.extend_from_slice(&wire);
@@ -603,7 +606,7 @@ fn v2_data_waiting_for_a_window_never_blocks_other_streams() {
         ..Config::default()
     };
     p.client = Connection::new(client_cfg, Role::Client, p.now).unwrap();
-    let slow: Vec<u32> = (0..4).map(|_| p.client.open().unwrap()).collect();
+    let slow: Vec<StreamId> = (0..4).map(|_| p.client.open().unwrap()).collect();
     for &id in &slow {
         let mut sent = 0;
         while let Progress::Ready(n) = p.client.write(id, &[0u8; 512 * 1024], p.now).unwrap() {
@@ -819,14 +822,14 @@ fn writers_waiting_for_session_room_are_woken_in_order_once_room_frees() {
     };
     let mut c = Connection::new(cfg, Role::Client, Instant::now()).unwrap();
     let now = Instant::now();
-    let ids: Vec<u32> = (0..10).map(|_| c.open().unwrap()).collect();
+    let ids: Vec<StreamId> = (0..10).map(|_| c.open().unwrap()).collect();
     c.write(ids[0], &[0u8; 256 * 1024], now).unwrap();
     c.write(ids[1], &[0u8; 256 * 1024], now).unwrap();
     for &id in ids[2..].iter().rev() {
         assert_eq!(c.write(id, b"x", now).unwrap(), Progress::Blocked);
     }
     while c.poll_event().is_some() {}
-    let writable = |c: &mut Connection| -> Vec<u32> {
+    let writable = |c: &mut Connection| -> Vec<StreamId> {
         std::iter::from_fn(|| c.poll_event())
             .filter_map(|e| match e {
                 Event::Writable(id) => Some(id),
@@ -841,7 +844,7 @@ fn writers_waiting_for_session_room_are_woken_in_order_once_room_frees() {
     assert!(!woken.iter().any(|id| ids[2..].contains(id)), "{woken:?}");
     // A quarter of the cap free: every waiting writer, in the order they blocked.
     c.poll_transmit(&mut tx, 160 * 1024);
-    let woken: Vec<u32> = writable(&mut c)
+    let woken: Vec<StreamId> = writable(&mut c)
         .into_iter()
         .filter(|id| ids[2..].contains(id))
         .collect();
@@ -1091,7 +1094,7 @@ fn streams_beyond_max_streams_are_refused_at_once() {
         ..Config::default()
     };
     p.server = Connection::new(limited, Role::Server, p.now).unwrap();
-    let ids: Vec<u32> = (0..3).map(|_| p.client.open().unwrap()).collect();
+    let ids: Vec<StreamId> = (0..3).map(|_| p.client.open().unwrap()).collect();
     for &id in &ids {
         p.client.write(id, b"data", p.now).unwrap();
     }

@@ -145,7 +145,7 @@ fn ids_at_the_top_of_the_space_carry_data_both_ways_then_go_away() {
     p.server.test_set_last_stream_id(u32::MAX - 3);
     let c = p.client.open().unwrap();
     let s = p.server.open().unwrap();
-    assert_eq!((c, s), (u32::MAX, u32::MAX - 1));
+    assert_eq!((c.get(), s.get()), (u32::MAX, u32::MAX - 1));
     p.client
         .write(c, b"from the last client id", p.now)
         .unwrap();
@@ -186,20 +186,20 @@ fn serials_wrap_and_still_tell_a_reused_id_apart() {
         conn.handle_input(&mut rb);
     };
     syn_fin(&mut conn, 3, true);
-    assert_eq!(conn.accept().unwrap(), Some(3));
-    let first = conn.stream_serial(3).unwrap();
+    assert_eq!(conn.accept().unwrap(), Some(StreamId::new(3)));
+    let first = conn.stream_serial(StreamId::new(3)).unwrap();
     assert_eq!(first, u64::MAX);
     // The application closes the stream; its FIN leaves; the entry goes.
-    conn.release(3, BOTH_HANDLES);
+    conn.release(StreamId::new(3), BOTH_HANDLES);
     let mut tx = TxBuf::new();
     conn.poll_transmit(&mut tx, usize::MAX);
-    assert_eq!(conn.stream_serial(3), None);
+    assert_eq!(conn.stream_serial(StreamId::new(3)), None);
     // The peer reuses id 3: a new stream, with a serial past the wrap.
     syn_fin(&mut conn, 3, false);
     syn_fin(&mut conn, 5, false);
     let (second, third) = (
-        conn.stream_serial(3).unwrap(),
-        conn.stream_serial(5).unwrap(),
+        conn.stream_serial(StreamId::new(3)).unwrap(),
+        conn.stream_serial(StreamId::new(5)).unwrap(),
     );
     assert_eq!((second, third), (0, 1));
     assert_ne!(first, second);
