@@ -31,9 +31,12 @@ use arbitrary::{Arbitrary, Unstructured};
 use rsmux::{
     frame::{decode_upd, encode_upd, Cmd, Header, HEADER_LEN, UPD_LEN},
     proto::{
-        min_write_room, session_wake_room, ChunkOutcome, Connection, Event, Progress, ReadOutcome,
-        RecvBuffer, Role, StreamId, TxBuf, BOTH_HANDLES, COPY_MAX, INITIAL_PEER_WINDOW, MAX_IOVECS,
-        READ_HANDLE, SESSION_SEND_BUFFER, STREAM_SEND_BUFFER, WRITE_HANDLE,
+        internals::{
+            min_write_room, session_wake_room, COPY_MAX, INITIAL_PEER_WINDOW, MAX_IOVECS,
+            SESSION_SEND_BUFFER, STREAM_SEND_BUFFER,
+        },
+        Connection, Event, Progress, ReadOutcome, RecvBuffer, Role, StreamId, TxBuf, BOTH_HANDLES,
+        READ_HANDLE, WRITE_HANDLE,
     },
     Config, Error, ProtocolError,
 };
@@ -1367,9 +1370,9 @@ impl Harness {
     fn read_chunk(&mut self, id: u32, max: usize) {
         let expect_err = self.read_error(id);
         let r = self.conn.read_chunk(StreamId::new(id), max, self.now);
-        self.note_read_wait(id, matches!(r, Ok(ChunkOutcome::Blocked)));
+        self.note_read_wait(id, matches!(r, Ok(ReadOutcome::Blocked)));
         match r {
-            Ok(ChunkOutcome::Data(b)) => {
+            Ok(ReadOutcome::Data(b)) => {
                 let s = self
                     .streams
                     .get_mut(&id)
@@ -1388,11 +1391,11 @@ impl Harness {
                 self.total_unread -= b.len();
                 self.stats.bytes_read += b.len() as u64;
             }
-            Ok(ChunkOutcome::Eof) => {
+            Ok(ReadOutcome::Eof) => {
                 let s = self.streams.get(&id).expect("EOF from an unknown stream");
                 assert!(s.unread.is_empty() && s.fin_received, "early EOF");
             }
-            Ok(ChunkOutcome::Blocked) => {
+            Ok(ReadOutcome::Blocked) => {
                 let s = self.streams.get(&id).expect("blocked on an unknown stream");
                 assert!(
                     s.unread.is_empty() && !s.fin_received,

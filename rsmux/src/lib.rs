@@ -47,6 +47,7 @@
 //! stall a reader that drains its whole window at that point).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 mod config;
 mod driver;

@@ -18,7 +18,7 @@ use std::{
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rsmux::{
     frame::{Cmd, Header},
-    proto::SESSION_SEND_BUFFER,
+    proto::internals::SESSION_SEND_BUFFER,
     Config, Error, Session,
 };
 use tokio::{

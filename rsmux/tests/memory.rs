@@ -81,7 +81,7 @@ fn unread_data_is_bounded_by_the_receive_budget() {
             let peak = peak() - before;
             // Unread data costs at most three times the budget, plus the pipe's buffer, one
             // read chunk and the stream table.
-            let overhead = 256 * 1024 + rsmux::proto::CHUNK + 200 * 1024;
+            let overhead = 256 * 1024 + rsmux::proto::internals::CHUNK + 200 * 1024;
             assert!(
                 held < (3 * BUDGET + overhead) as isize,
                 "frames of {frame_len} B: {held} B held for {buffered} B unread"
@@ -152,7 +152,11 @@ fn a_stream_that_is_never_read_cannot_pin_read_chunks() {
         );
         // The unread bytes (compacted), twice the budget's worth of chunks plus two, the
         // pipe.
-        let bound = ROUNDS * SMALL + 2 * BUDGET + 2 * rsmux::proto::CHUNK + 256 * 1024 + 64 * 1024;
+        let bound = ROUNDS * SMALL
+            + 2 * BUDGET
+            + 2 * rsmux::proto::internals::CHUNK
+            + 256 * 1024
+            + 64 * 1024;
         assert!(held < bound as isize, "{held} B held, bound {bound}");
         assert!(
             peak < (bound + BUDGET) as isize,
@@ -275,7 +279,7 @@ fn spare_buffers_are_let_go_once_the_session_is_quiet() {
             "spare buffers were kept while busy: {busy} B"
         );
         assert!(
-            quiet < (rsmux::proto::CHUNK + 64 * 1024) as isize,
+            quiet < (rsmux::proto::internals::CHUNK + 64 * 1024) as isize,
             "{quiet} B still held by a quiet session"
         );
         drop((w, r));
@@ -404,7 +408,7 @@ fn auto_tuned_windows_of_stalled_readers_stay_within_half_the_budget() {
         );
         // ... but no more than half the budget: the other half stays free.
         assert!(buffered <= BUDGET / 2, "{buffered} B unread");
-        let overhead = 256 * 1024 + rsmux::proto::CHUNK + STREAMS * 300 * 1024;
+        let overhead = 256 * 1024 + rsmux::proto::internals::CHUNK + STREAMS * 300 * 1024;
         assert!(
             peak < (3 * BUDGET / 2 + overhead) as isize,
             "peak heap {peak} B for {buffered} B unread"

@@ -46,8 +46,8 @@ use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 use rsmux::{
     frame::{decode_upd, Cmd, Header, HEADER_LEN},
     proto::{
-        ChunkOutcome, Connection, Progress, ReadOutcome, RecvBuffer, Role, StreamId, TxBuf,
-        BOTH_HANDLES, CLOSE_TIMEOUT, INITIAL_PEER_WINDOW, READ_HANDLE, WRITE_HANDLE,
+        internals::INITIAL_PEER_WINDOW, Connection, Progress, ReadOutcome, RecvBuffer, Role,
+        StreamId, TxBuf, BOTH_HANDLES, CLOSE_TIMEOUT, READ_HANDLE, WRITE_HANDLE,
     },
     Config, Error,
 };
@@ -499,7 +499,7 @@ impl World {
         }
     }
 
-    fn read(&mut self, side: usize, id: u32, len: usize) -> Option<ReadOutcome> {
+    fn read(&mut self, side: usize, id: u32, len: usize) -> Option<ReadOutcome<usize>> {
         let now = self.now;
         let s = &mut self.sides[side];
         let before = s.conn.buffered_bytes();
@@ -559,7 +559,7 @@ impl World {
             .unwrap_or_else(|e| panic!("read_chunk on {id} failed: {e}"));
         let v = s.views.get_mut(&id).expect("held");
         match r {
-            ChunkOutcome::Data(b) => {
+            ReadOutcome::Data(b) => {
                 assert!(!b.is_empty() && b.len() <= max.max(1));
                 assert!(b.len() as u64 <= v.received - v.read);
                 for (i, x) in b.iter().enumerate() {
@@ -568,11 +568,11 @@ impl World {
                 v.read += b.len() as u64;
                 assert_eq!(s.conn.buffered_bytes(), before - b.len());
             }
-            ChunkOutcome::Eof => {
+            ReadOutcome::Eof => {
                 assert_eq!(v.received, v.read, "EOF with data unread");
                 v.eof = true;
             }
-            ChunkOutcome::Blocked => assert_eq!(v.received, v.read, "blocked with data"),
+            ReadOutcome::Blocked => assert_eq!(v.received, v.read, "blocked with data"),
         }
     }
 

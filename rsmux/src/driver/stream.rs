@@ -13,9 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::{now, Inner, Shared};
 use crate::{
     error::Error,
-    proto::{
-        ChunkOutcome, Progress, ReadOutcome, StreamId, BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE,
-    },
+    proto::{Progress, ReadOutcome, StreamId, BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE},
 };
 
 /// Refers to one stream and releases its share of it when dropped.
@@ -62,9 +60,9 @@ impl Handle {
         let mut inner = self.shared.lock();
         let res = inner.conn.read_chunk(self.id, max, now());
         let poll = match res {
-            Ok(ChunkOutcome::Data(b)) => Poll::Ready(Ok(Some(b))),
-            Ok(ChunkOutcome::Eof) => Poll::Ready(Ok(None)),
-            Ok(ChunkOutcome::Blocked) => {
+            Ok(ReadOutcome::Data(b)) => Poll::Ready(Ok(Some(b))),
+            Ok(ReadOutcome::Eof) => Poll::Ready(Ok(None)),
+            Ok(ReadOutcome::Blocked) => {
                 inner.park_reader(self.id, cx.waker());
                 Poll::Pending
             }

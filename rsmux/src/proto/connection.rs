@@ -56,22 +56,12 @@ pub enum Event {
     Closed,
 }
 
-/// Result of [`Connection::read`].
+/// Result of [`Connection::read`] (`T = usize`, bytes copied) and
+/// [`Connection::read_chunk`] (`T = Bytes`, the bytes themselves).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReadOutcome {
-    /// This many bytes were copied.
-    Data(usize),
-    /// The peer finished the stream and everything was read.
-    Eof,
-    /// Nothing yet: wait for [`Event::Readable`].
-    Blocked,
-}
-
-/// Result of [`Connection::read_chunk`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChunkOutcome {
-    /// The next bytes of the stream.
-    Data(Bytes),
+pub enum ReadOutcome<T> {
+    /// Data: how many bytes were copied, or the next bytes of the stream.
+    Data(T),
     /// The peer finished the stream and everything was read.
     Eof,
     /// Nothing yet: wait for [`Event::Readable`].
@@ -787,7 +777,7 @@ impl Connection {
         id: StreamId,
         buf: &mut [u8],
         now: Instant,
-    ) -> Result<ReadOutcome, Error> {
+    ) -> Result<ReadOutcome<usize>, Error> {
         if buf.is_empty() {
             return Ok(ReadOutcome::Data(0));
         }
@@ -811,17 +801,17 @@ impl Connection {
         id: StreamId,
         max: usize,
         now: Instant,
-    ) -> Result<ChunkOutcome, Error> {
+    ) -> Result<ReadOutcome<Bytes>, Error> {
         self.stream_mut(id)?;
         let s = self.streams.get_mut(&id).expect("checked");
         let Some(chunk) = s.recv.read_chunk(max, &mut self.stash) else {
             return Ok(match self.wait_readable(id, now)? {
-                Some(()) => ChunkOutcome::Blocked,
-                None => ChunkOutcome::Eof,
+                Some(()) => ReadOutcome::Blocked,
+                None => ReadOutcome::Eof,
             });
         };
         self.consumed(id, chunk.len());
-        Ok(ChunkOutcome::Data(chunk))
+        Ok(ReadOutcome::Data(chunk))
     }
 
     /// With nothing buffered: `Ok(None)` for EOF, `Ok(Some(()))` to wait, or the error.

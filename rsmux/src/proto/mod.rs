@@ -17,15 +17,25 @@ mod stream;
 mod tx;
 mod window;
 
-pub use connection::{
-    min_write_room, session_wake_room, ChunkOutcome, Connection, Event, Progress, ReadOutcome,
-    Stats, CLOSE_TIMEOUT, MIN_WRITE_ROOM, SESSION_SEND_BUFFER, STREAM_SEND_BUFFER,
-};
+pub use connection::{Connection, Event, Progress, ReadOutcome, Stats, CLOSE_TIMEOUT};
 pub use ids::{Role, StreamId};
-pub use recv_buffer::{RecvBuffer, CHUNK, MIN_CHUNK, SHARE_MIN};
+pub use recv_buffer::RecvBuffer;
 pub use stream::{BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE};
-pub use tx::{TxBuf, COPY_MAX, MAX_IOVECS};
-pub use window::INITIAL_PEER_WINDOW;
+pub use tx::TxBuf;
+
+pub(crate) use tx::MAX_IOVECS;
+
+/// The core's buffer sizes and write-fairness rules, exported for the fuzz crate's oracle and
+/// the memory tests. Not a stable API: values and names change as the core is tuned.
+#[doc(hidden)]
+pub mod internals {
+    pub use super::connection::{
+        min_write_room, session_wake_room, MIN_WRITE_ROOM, SESSION_SEND_BUFFER, STREAM_SEND_BUFFER,
+    };
+    pub use super::recv_buffer::{CHUNK, MIN_CHUNK, SHARE_MIN};
+    pub use super::tx::{COPY_MAX, MAX_IOVECS};
+    pub use super::window::INITIAL_PEER_WINDOW;
+}
 
 #[cfg(test)]
 mod tests;

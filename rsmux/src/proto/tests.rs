@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::internals::*;
 use super::*;
 use crate::{
     config::{Config, Version},
