@@ -58,6 +58,8 @@ pub mod proto;
 pub use config::{
     Config, ConfigError, ConfigField, ConfigProblem, Version, MAX_BUFFER, MAX_FRAME_PAYLOAD,
 };
-pub use driver::{DeadlineHandle, OwnedReadHalf, OwnedWriteHalf, ReuniteError, Session, Stream};
+pub use driver::{
+    DeadlineHandle, IntoDeadline, OwnedReadHalf, OwnedWriteHalf, ReuniteError, Session, Stream,
+};
 pub use error::{Error, ProtocolError};
 pub use proto::{Stats, StreamId};

@@ -869,3 +869,26 @@ async fn drain_closes_anyway_once_the_grace_runs_out() {
     assert!(server.is_closed());
     assert!(matches!(server.drain(LIMIT).await, Err(Error::Closed)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn deadlines_take_a_duration_or_either_instant() {
+    let (client, _server) = duplex_pair(Config::default());
+    let mut s = client.open_stream().await.unwrap();
+    // A duration counts from now, on tokio's (here paused) clock.
+    let start = Instant::now();
+    s.set_read_deadline(Duration::from_secs(3));
+    let err = s.read(&mut [0u8; 4]).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    assert_eq!(Instant::now() - start, Duration::from_secs(3));
+    // A std instant and a tokio instant name the same moment.
+    let start = Instant::now();
+    s.set_read_deadline((start + Duration::from_secs(2)).into_std());
+    let err = s.read(&mut [0u8; 4]).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    assert_eq!(Instant::now() - start, Duration::from_secs(2));
+    let start = Instant::now();
+    s.set_write_deadline(start + Duration::from_secs(1));
+    s.set_read_deadline(None);
+    let waited = timeout(Duration::from_secs(10), s.read(&mut [0u8; 4])).await;
+    assert!(waited.is_err(), "no read deadline: the read waits, {waited:?}");
+}

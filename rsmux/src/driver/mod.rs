@@ -10,11 +10,13 @@
 //! The lock guards only core calls; socket reads and writes happen outside it, on buffers the
 //! driver task owns.
 
+mod deadline;
 mod session;
 mod shared;
 mod stream;
 mod task;
 
+pub use deadline::IntoDeadline;
 pub use session::Session;
 pub use stream::{DeadlineHandle, OwnedReadHalf, OwnedWriteHalf, ReuniteError, Stream};
 

@@ -5,12 +5,13 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Instant,
 };
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{now, Inner, Shared};
+use super::{deadline::IntoDeadline, now, Inner, Shared};
 use crate::{
     error::Error,
     proto::{Progress, ReadOutcome, StreamId, BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE},
@@ -120,23 +121,8 @@ impl Handle {
             .map_ok(drop)
     }
 
-    fn set_deadline(
-        &self,
-        read: Option<Option<tokio::time::Instant>>,
-        write: Option<Option<tokio::time::Instant>>,
-    ) {
-        let mut inner = self.shared.lock();
-        if let Some(d) = read {
-            inner
-                .conn
-                .set_read_deadline(self.id, d.map(|d| d.into_std()));
-        }
-        if let Some(d) = write {
-            inner
-                .conn
-                .set_write_deadline(self.id, d.map(|d| d.into_std()));
-        }
-        inner.dispatch();
+    fn set_deadline(&self, read: Option<Option<Instant>>, write: Option<Option<Instant>>) {
+        set_deadlines(&mut self.shared.lock(), self.id, read, write);
     }
 
     /// Splits off a handle owning `part` of this one's directions.
@@ -154,14 +140,14 @@ impl Handle {
 fn set_deadlines(
     inner: &mut Inner,
     id: StreamId,
-    read: Option<Option<tokio::time::Instant>>,
-    write: Option<Option<tokio::time::Instant>>,
+    read: Option<Option<Instant>>,
+    write: Option<Option<Instant>>,
 ) {
     if let Some(d) = read {
-        inner.conn.set_read_deadline(id, d.map(|d| d.into_std()));
+        inner.conn.set_read_deadline(id, d);
     }
     if let Some(d) = write {
-        inner.conn.set_write_deadline(id, d.map(|d| d.into_std()));
+        inner.conn.set_write_deadline(id, d);
     }
     inner.dispatch();
 }
@@ -227,22 +213,26 @@ impl Stream {
         self.handle.id
     }
 
-    /// Sets the deadline for reads; `None` clears it.
+    /// Sets the deadline for reads: an instant (std's or tokio's), a duration from now, or
+    /// `None` to clear it (see [`IntoDeadline`]).
     #[doc(alias = "SetReadDeadline")]
-    pub fn set_read_deadline(&self, deadline: Option<tokio::time::Instant>) {
-        self.handle.set_deadline(Some(deadline), None);
+    pub fn set_read_deadline(&self, deadline: impl IntoDeadline) {
+        self.handle
+            .set_deadline(Some(deadline.into_deadline()), None);
     }
 
     /// Sets the deadline for writes, flushes and shutdown; `None` clears it.
     #[doc(alias = "SetWriteDeadline")]
-    pub fn set_write_deadline(&self, deadline: Option<tokio::time::Instant>) {
-        self.handle.set_deadline(None, Some(deadline));
+    pub fn set_write_deadline(&self, deadline: impl IntoDeadline) {
+        self.handle
+            .set_deadline(None, Some(deadline.into_deadline()));
     }
 
     /// Sets both deadlines.
     #[doc(alias = "SetDeadline")]
-    pub fn set_deadline(&self, deadline: Option<tokio::time::Instant>) {
-        self.handle.set_deadline(Some(deadline), Some(deadline));
+    pub fn set_deadline(&self, deadline: impl IntoDeadline) {
+        let d = deadline.into_deadline();
+        self.handle.set_deadline(Some(d), Some(d));
     }
 
     /// A handle that sets this stream's deadlines from another task, for instance to stop a
@@ -300,11 +290,7 @@ pub struct DeadlineHandle {
 }
 
 impl DeadlineHandle {
-    fn set(
-        &self,
-        read: Option<Option<tokio::time::Instant>>,
-        write: Option<Option<tokio::time::Instant>>,
-    ) {
+    fn set(&self, read: Option<Option<Instant>>, write: Option<Option<Instant>>) {
         let mut inner = self.shared.lock();
         if self.serial.is_some() && inner.conn.stream_serial(self.id) == self.serial {
             set_deadlines(&mut inner, self.id, read, write);
@@ -312,18 +298,19 @@ impl DeadlineHandle {
     }
 
     /// Sets the read deadline; `None` clears it.
-    pub fn set_read_deadline(&self, deadline: Option<tokio::time::Instant>) {
-        self.set(Some(deadline), None);
+    pub fn set_read_deadline(&self, deadline: impl IntoDeadline) {
+        self.set(Some(deadline.into_deadline()), None);
     }
 
     /// Sets the write deadline; `None` clears it.
-    pub fn set_write_deadline(&self, deadline: Option<tokio::time::Instant>) {
-        self.set(None, Some(deadline));
+    pub fn set_write_deadline(&self, deadline: impl IntoDeadline) {
+        self.set(None, Some(deadline.into_deadline()));
     }
 
     /// Sets both deadlines.
-    pub fn set_deadline(&self, deadline: Option<tokio::time::Instant>) {
-        self.set(Some(deadline), Some(deadline));
+    pub fn set_deadline(&self, deadline: impl IntoDeadline) {
+        let d = deadline.into_deadline();
+        self.set(Some(d), Some(d));
     }
 }
 
@@ -364,8 +351,9 @@ impl OwnedReadHalf {
     }
 
     /// Sets the read deadline; `None` clears it.
-    pub fn set_read_deadline(&self, deadline: Option<tokio::time::Instant>) {
-        self.handle.set_deadline(Some(deadline), None);
+    pub fn set_read_deadline(&self, deadline: impl IntoDeadline) {
+        self.handle
+            .set_deadline(Some(deadline.into_deadline()), None);
     }
 
     /// Reads the next received bytes without copying (see [`Stream::read_chunk`]).
@@ -398,8 +386,9 @@ impl OwnedWriteHalf {
     }
 
     /// Sets the write deadline; `None` clears it.
-    pub fn set_write_deadline(&self, deadline: Option<tokio::time::Instant>) {
-        self.handle.set_deadline(None, Some(deadline));
+    pub fn set_write_deadline(&self, deadline: impl IntoDeadline) {
+        self.handle
+            .set_deadline(None, Some(deadline.into_deadline()));
     }
 
     /// Writes all of `data` without copying it (see [`Stream::write_chunk`]).
