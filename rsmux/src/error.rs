@@ -67,6 +67,15 @@ pub enum Error {
     /// The underlying connection ended (EOF) while the session was open.
     #[error("connection closed by peer")]
     ConnectionClosed,
+    /// The server closed the connection right after this client's first frames, before
+    /// sending any: what a smux server does when the frames carry another protocol version
+    /// (Go closes the connection on a version mismatch), so both ends should be checked for
+    /// the same [`Config::version`](crate::Config::version).
+    #[error(
+        "connection closed by the server before it sent a frame \
+         (does it speak the same smux version? check both ends' version setting)"
+    )]
+    ClosedBeforeFirstFrame,
     /// The underlying connection failed.
     #[error("connection error: {0}")]
     Io(Arc<io::Error>),
@@ -93,7 +102,7 @@ impl Error {
             Error::Closed => io::ErrorKind::BrokenPipe,
             Error::Timeout | Error::KeepaliveTimeout(_) => io::ErrorKind::TimedOut,
             Error::GoAway => io::ErrorKind::Other,
-            Error::ConnectionClosed => io::ErrorKind::UnexpectedEof,
+            Error::ConnectionClosed | Error::ClosedBeforeFirstFrame => io::ErrorKind::UnexpectedEof,
             Error::Io(e) => e.kind(),
             Error::NoRuntime => io::ErrorKind::Other,
             Error::Draining => io::ErrorKind::ConnectionRefused,

@@ -33,6 +33,23 @@
 //!   buffer per stream.
 //! - [`frame`]: the 8-byte header codec.
 //!
+//! ## Logging
+//! rsmux logs through [`tracing`](https://docs.rs/tracing) and never prints:
+//! - span `smux_session{role, version, label}` (the label is [`Config::label`], e.g. the
+//!   peer's address): the driver task runs in it, and calls through a [`Session`] handle
+//!   (open, accept, close, drain) log in it;
+//! - target `rsmux::proto::connection`: at `debug`, the session's life (a protocol error and
+//!   what was wrong, keepalive timeout, drain, close, `session ended` with its `reason`, a
+//!   refused stream with its `reason`); at `trace`, each stream's (`stream opened`,
+//!   `stream opened by the peer`, `stream accepted`, `FIN sent`, `FIN received`,
+//!   `stream closed`), with the id in the `stream` field;
+//! - target `rsmux::driver::task` and `rsmux::driver::session`: the transport failing, and
+//!   drain progress.
+//!
+//! Streams get no span of their own: a span per stream would cost memory on every idle
+//! stream (the crate's headline number), and the `stream` field on every stream event
+//! gives the same filtering (`RUST_LOG=rsmux=trace`, then grep `stream=7`).
+//!
 //! ## Compatibility with Go smux
 //! Frames sent are always well formed (LENGTH 0 on SYN/FIN/NOP, UPD only in v2), so every Go
 //! smux from 1.5.16 to 1.5.57 accepts them. Received frames are checked as strictly as the

@@ -257,9 +257,11 @@ async fn peer_close_is_seen_by_accept_and_readers() {
     server.close().await.unwrap();
     let err = timeout(LIMIT, reader).await.unwrap().unwrap().unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    // The server never sent a frame before hanging up, so the client's error says so (and
+    // hints at a version mismatch, the usual cause).
     assert!(matches!(
         timeout(LIMIT, client.accept_stream()).await.unwrap(),
-        Err(Error::ConnectionClosed)
+        Err(Error::ClosedBeforeFirstFrame)
     ));
     timeout(LIMIT, client.closed()).await.unwrap();
 }
@@ -483,6 +485,29 @@ async fn version_mismatch_is_a_clear_protocol_error() {
         std::io::Error::from(err).kind(),
         std::io::ErrorKind::InvalidData
     );
+    // The client only sees the server hang up before any reply: its error says what that
+    // usually means.
+    timeout(LIMIT, client.closed()).await.unwrap();
+    let err = client.close_reason().unwrap();
+    assert!(matches!(err, Error::ClosedBeforeFirstFrame), "{err}");
+    assert!(err.to_string().contains("same smux version"), "{err}");
+}
+
+#[tokio::test]
+async fn a_peer_hanging_up_after_replying_is_a_plain_connection_close() {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let client = Session::client(a, Config::default()).unwrap();
+    let server = Session::server(b, Config::default()).unwrap();
+    let mut s = client.open_stream().await.unwrap();
+    s.write_all(b"x").await.unwrap();
+    let mut peer = server.accept_stream().await.unwrap();
+    peer.write_all(b"y").await.unwrap();
+    let mut got = [0u8; 1];
+    s.read_exact(&mut got).await.unwrap();
+    drop((peer, server)); // the server's transport goes away without a close
+    timeout(LIMIT, client.closed()).await.unwrap();
+    let err = client.close_reason().unwrap();
+    assert!(matches!(err, Error::ConnectionClosed), "{err}");
 }
 
 #[tokio::test]
@@ -890,5 +915,8 @@ async fn deadlines_take_a_duration_or_either_instant() {
     s.set_write_deadline(start + Duration::from_secs(1));
     s.set_read_deadline(None);
     let waited = timeout(Duration::from_secs(10), s.read(&mut [0u8; 4])).await;
-    assert!(waited.is_err(), "no read deadline: the read waits, {waited:?}");
+    assert!(
+        waited.is_err(),
+        "no read deadline: the read waits, {waited:?}"
+    );
 }

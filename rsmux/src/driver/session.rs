@@ -39,6 +39,9 @@ use crate::{
 /// ```
 pub struct Session {
     shared: Arc<Shared>,
+    /// The session's span: the driver runs in it, and calls made through this handle
+    /// (open, accept, close, drain) log in it.
+    span: tracing::Span,
 }
 
 impl std::fmt::Debug for Session {
@@ -97,9 +100,9 @@ impl Session {
         let shared = Shared::new(conn);
         runtime.spawn(tracing::Instrument::instrument(
             Driver::new(shared.clone(), io),
-            span,
+            span.clone(),
         ));
-        Ok(Session { shared })
+        Ok(Session { shared, span })
     }
 
     /// Opens a new stream. Its SYN is queued at once and goes out ahead of anything written
@@ -114,7 +117,7 @@ impl Session {
     #[doc(alias = "OpenStream")]
     pub async fn open_stream(&self) -> Result<Stream, Error> {
         let mut inner = self.shared.lock();
-        let id = inner.conn.open()?;
+        let id = self.span.in_scope(|| inner.conn.open())?;
         inner.dispatch();
         Ok(Stream::new(self.shared.clone(), id))
     }
@@ -134,7 +137,7 @@ impl Session {
     /// Polls for the next stream opened by the peer (see [`accept_stream`](Self::accept_stream)).
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Result<Stream, Error>> {
         let mut inner = self.shared.lock();
-        let res = inner.conn.accept();
+        let res = self.span.in_scope(|| inner.conn.accept());
         inner.dispatch();
         match res {
             Ok(Some(id)) => Poll::Ready(Ok(Stream::new(self.shared.clone(), id))),
@@ -161,7 +164,7 @@ impl Session {
     pub async fn close(&self) -> Result<(), Error> {
         let first = {
             let mut inner = self.shared.lock();
-            let first = inner.conn.close(now());
+            let first = self.span.in_scope(|| inner.conn.close(now()));
             inner.dispatch();
             first
         };
@@ -193,7 +196,7 @@ impl Session {
         let started = {
             let mut inner = self.shared.lock();
             let open = !inner.conn.is_closed();
-            inner.conn.drain();
+            self.span.in_scope(|| inner.conn.drain());
             inner.dispatch();
             open
         };
@@ -272,6 +275,7 @@ impl Clone for Session {
         self.shared.lock().session_handles += 1;
         Session {
             shared: self.shared.clone(),
+            span: self.span.clone(),
         }
     }
 }

@@ -172,7 +172,7 @@ impl Drop for Handle {
 
 /// One multiplexed stream: a tokio [`AsyncRead`] + [`AsyncWrite`].
 ///
-/// - Writes are buffered (up to [`STREAM_SEND_BUFFER`](crate::proto::STREAM_SEND_BUFFER) per
+/// - Writes are buffered (up to 256 KiB per
 ///   stream) and framed in turn with the other streams; `flush` waits until this stream's data
 ///   has been handed to the connection.
 /// - `shutdown` is a half-close: it sends FIN after the data written so far and completes when

@@ -473,6 +473,7 @@ impl Connection {
                 tx.push(Header::new(version, Cmd::Psh, n as u16, id.get()), payload);
                 progress = true;
             } else if s.fin_due() {
+                tracing::trace!(stream = %id, "FIN sent");
                 s.fin_sent = true;
                 tx.push(Header::new(version, Cmd::Fin, 0, id.get()), Bytes::new());
                 progress = true;
@@ -583,6 +584,12 @@ impl Connection {
         if self.draining || (max > 0 && self.streams.len() >= max) {
             // Refused: never registered, so its data is dropped uncharged; a FIN says so
             // (unless a flood of refusals is already waiting: then the SYN is just ignored).
+            let reason = if self.draining {
+                "draining"
+            } else {
+                "max_streams"
+            };
+            tracing::debug!(stream = %id, reason, "stream refused");
             self.counts.streams_refused += 1;
             if self.refused.len() < REFUSED_FIN_MAX {
                 self.refused.push_back(id);
@@ -595,12 +602,14 @@ impl Connection {
             .insert(id, StreamState::new(serial, self.counter_base));
         self.count_window(id);
         self.live_handles += 1;
+        tracing::trace!(stream = %id, "stream opened by the peer");
         self.accept_queue.push_back(id);
         self.events.push_back(Event::Incoming);
     }
 
     fn on_fin(&mut self, id: StreamId) {
         if let Some(s) = self.streams.get_mut(&id) {
+            tracing::trace!(stream = %id, "FIN received");
             s.fin_received = true;
             if std::mem::take(&mut s.read_waiting) {
                 self.events.push_back(Event::Readable(id));
@@ -673,6 +682,14 @@ impl Connection {
     pub fn handle_eof(&mut self) {
         match self.state {
             State::Closing { .. } => self.terminate(),
+            // A client that spoke and heard nothing back before the server hung up: what a
+            // server speaking another smux version does (it closes on the first frame).
+            _ if self.role == Role::Client
+                && self.counts.frames_in == 0
+                && self.counts.frames_out > 0 =>
+            {
+                self.die(Error::ClosedBeforeFirstFrame)
+            }
             _ => self.die(Error::ConnectionClosed),
         }
     }
@@ -747,6 +764,7 @@ impl Connection {
         self.count_window(id);
         self.live_handles += 1;
         self.counts.streams_opened += 1;
+        tracing::trace!(stream = %id, "stream opened");
         self.schedule(id);
         Ok(id)
     }
@@ -756,6 +774,7 @@ impl Connection {
     /// out, then the reason is returned.
     pub fn accept(&mut self) -> Result<Option<StreamId>, Error> {
         if let Some(id) = self.accept_queue.pop_front() {
+            tracing::trace!(stream = %id, "stream accepted");
             self.counts.streams_accepted += 1;
             if self.accept_queue.len() + 1 == self.config.accept_backlog {
                 self.wake_driver = true; // reading may resume
@@ -1089,6 +1108,7 @@ impl Connection {
         if self.error.is_some() {
             return false;
         }
+        tracing::debug!(queued_send_bytes = self.send_queued, "closing");
         self.error = Some(Error::Closed);
         self.state = State::Closing {
             deadline: now + CLOSE_TIMEOUT,
@@ -1109,6 +1129,7 @@ impl Connection {
         if self.draining || self.error.is_some() {
             return;
         }
+        tracing::debug!(open_streams = self.num_streams(), "draining");
         self.draining = true;
         while let Some(id) = self.accept_queue.pop_front() {
             self.counts.streams_refused += 1;
@@ -1199,6 +1220,7 @@ impl Connection {
         // Releasing the read handle already gave the stream's window back.
         debug_assert!(s.read_closed, "no handle left, yet the read side is open");
         let s = self.streams.remove(&id).expect("present");
+        tracing::trace!(stream = %id, "stream closed");
         self.send_queued -= s.send.len();
         self.budget.release(s.recv.len());
         self.deadlines.remove_stream(id);
@@ -1218,6 +1240,9 @@ impl Connection {
         }
         if self.error.is_none() {
             self.error = Some(Error::Closed);
+        }
+        if let Some(e) = &self.error {
+            tracing::debug!(reason = %e, streams = self.streams.len(), "session ended");
         }
         self.state = State::Closed;
         self.ring.clear();
