@@ -1,7 +1,7 @@
 //! The session state machine: every smux rule, no I/O, no clock reads.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     time::{Duration, Instant},
 };
 
@@ -15,7 +15,8 @@ use super::{
     ids::{IdAllocator, Role, StreamId},
     keepalive::Keepalive,
     recv_buffer::{RecvBuffer, Slices, SHARE_MIN},
-    stream::{StreamState, BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE},
+    stream::{RecvState, SendState, StreamState, BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE},
+    streams::StreamTable,
     tx::{TxBuf, COPY_MAX},
     window::{scaled, MAX_GROWTH},
 };
@@ -148,9 +149,9 @@ enum State {
 #[derive(Debug)]
 pub struct Connection {
     config: Config,
-    streams: HashMap<StreamId, StreamState>,
+    /// The streams, and the queues they wait in (accept, send ring, blocked writers).
+    streams: StreamTable,
     ids: IdAllocator,
-    accept_queue: VecDeque<StreamId>,
     budget: Budget,
     /// Streams holding slices of read chunks (bounds the memory they pin).
     slices: Slices,
@@ -160,12 +161,8 @@ pub struct Connection {
     stash: PartsStash,
     /// Which end this is.
     role: Role,
-    /// Peer-opened streams refused by [`Config::max_streams`], whose FIN is still to be sent.
-    refused: VecDeque<StreamId>,
     /// Running totals for [`stats`](Self::stats).
     counts: Counts,
-    /// Streams with a frame to send, served one frame per turn (SPEC §7).
-    ring: VecDeque<StreamId>,
     nop_pending: bool,
     keepalive: Keepalive,
     deadlines: Deadlines,
@@ -173,14 +170,6 @@ pub struct Connection {
     state: State,
     /// Why the session ended, once it has (first cause wins).
     error: Option<Error>,
-    /// Bytes in all streams' send buffers.
-    send_queued: usize,
-    /// Streams whose writer waits for session-wide send room.
-    session_blocked: VecDeque<StreamId>,
-    /// Streams with at least one live application handle.
-    live_handles: usize,
-    /// Serial number for the next stream created.
-    next_serial: u64,
     /// The header at the front of the receive buffer was already counted by keepalive.
     partial_frame_seen: bool,
     wake_driver: bool,
@@ -216,23 +205,16 @@ impl Connection {
             blocks: BlockPool::default(),
             stash: PartsStash::default(),
             role,
-            refused: VecDeque::new(),
             counts: Counts::default(),
             keepalive: Keepalive::new(&config, now),
             ids: IdAllocator::new(role),
             config,
-            streams: HashMap::new(),
-            accept_queue: VecDeque::new(),
-            ring: VecDeque::new(),
+            streams: StreamTable::default(),
             nop_pending: false,
             deadlines: Deadlines::default(),
             events: VecDeque::new(),
             state: State::Open,
             error: None,
-            send_queued: 0,
-            session_blocked: VecDeque::new(),
-            live_handles: 0,
-            next_serial: 0,
             partial_frame_seen: false,
             wake_driver: false,
             advertised_windows: 0,
@@ -280,25 +262,22 @@ impl Connection {
         if self.is_closed() {
             return 0;
         }
-        self.streams
-            .values()
-            .filter(|s| s.handles != 0 && !s.finished())
-            .count()
+        self.streams.open_count()
     }
 
     /// Received bytes of stream `id` not yet read.
     pub fn readable_bytes(&self, id: StreamId) -> usize {
-        self.streams.get(&id).map_or(0, |s| s.recv.len())
+        self.streams.map.get(&id).map_or(0, |s| s.recv.len())
     }
 
     /// Identifies the stream now registered under `id` among all streams that ever had it.
     pub fn stream_serial(&self, id: StreamId) -> Option<u64> {
-        self.streams.get(&id).map(|s| s.serial)
+        self.streams.map.get(&id).map(|s| s.serial)
     }
 
     /// Streams with a live application handle or waiting to be accepted.
     pub fn live_handles(&self) -> usize {
-        self.live_handles
+        self.streams.live_handles
     }
 
     /// Entries in the stream table, including closed streams whose FIN is still queued.
@@ -325,8 +304,8 @@ impl Connection {
             streams_refused: c.streams_refused,
             streams: self.streams.len(),
             buffered_receive_bytes: self.budget.used(),
-            queued_send_bytes: self.send_queued,
-            pending_accepts: self.accept_queue.len(),
+            queued_send_bytes: self.streams.send_queued,
+            pending_accepts: self.streams.accept.len(),
         }
     }
 
@@ -350,12 +329,12 @@ impl Connection {
 
     /// Bytes accepted from the application and not yet framed, all streams together.
     pub fn queued_send_bytes(&self) -> usize {
-        self.send_queued
+        self.streams.send_queued
     }
 
     /// Peer-opened streams waiting for [`accept`](Self::accept).
     pub fn pending_accepts(&self) -> usize {
-        self.accept_queue.len()
+        self.streams.accept.len()
     }
 
     // ----------------------------------------------------------------------------------
@@ -366,7 +345,7 @@ impl Connection {
     pub fn wants_read(&self) -> bool {
         self.state != State::Closed
             && !self.budget.exhausted()
-            && self.accept_queue.len() < self.config.accept_backlog
+            && self.streams.accept.len() < self.config.accept_backlog
     }
 
     /// True once after something happened that the driver must act on (frames to send,
@@ -405,9 +384,9 @@ impl Connection {
         self.state != State::Closed
             && !self.detecting_version
             && (self.nop_pending
-                || !self.ring.is_empty()
-                || self.send_queued > 0
-                || !self.refused.is_empty())
+                || !self.streams.ring.is_empty()
+                || self.streams.send_queued > 0
+                || !self.streams.refused.is_empty())
     }
 
     /// After a graceful [`close`](Self::close): true once everything queued was framed, so
@@ -435,16 +414,16 @@ impl Connection {
             tx.push(Header::new(version, Cmd::Nop, 0, 0), Bytes::new());
         }
         while tx.len() < max_bytes {
-            let Some(id) = self.refused.pop_front() else {
+            let Some(id) = self.streams.refused.pop_front() else {
                 break;
             };
             tx.push(Header::new(version, Cmd::Fin, 0, id.get()), Bytes::new());
         }
         while tx.len() < max_bytes {
-            let Some(id) = self.ring.pop_front() else {
+            let Some(id) = self.streams.ring.pop_front() else {
                 break;
             };
-            let Some(s) = self.streams.get_mut(&id) else {
+            let Some(s) = self.streams.map.get_mut(&id) else {
                 continue;
             };
             s.in_ring = false;
@@ -469,12 +448,12 @@ impl Connection {
                     .expect("not empty");
                 let n = payload.len();
                 s.send_window.on_sent(n as u32);
-                self.send_queued -= n;
+                self.streams.send_queued -= n;
                 tx.push(Header::new(version, Cmd::Psh, n as u16, id.get()), payload);
                 progress = true;
             } else if s.fin_due() {
                 tracing::trace!(stream = %id, "FIN sent");
-                s.fin_sent = true;
+                s.send_state = SendState::FinSent;
                 tx.push(Header::new(version, Cmd::Fin, 0, id.get()), Bytes::new());
                 progress = true;
             }
@@ -482,8 +461,7 @@ impl Connection {
                 self.events.push_back(Event::Writable(id));
             }
             if s.wants_transmit(window(v2, s, id) > 0) {
-                s.in_ring = true;
-                self.ring.push_back(id);
+                self.streams.enter_ring(id);
             } else {
                 self.remove_if_done(id);
             }
@@ -497,12 +475,12 @@ impl Connection {
     /// waiting ones; the hostile-echo test caught that.)
     fn wake_session_blocked(&mut self) {
         let cap = self.send_cap();
-        let free = cap.saturating_sub(self.send_queued);
-        if self.session_blocked.is_empty() || free < session_wake_room(cap) {
+        let free = cap.saturating_sub(self.streams.send_queued);
+        if self.streams.blocked_writers.is_empty() || free < session_wake_room(cap) {
             return;
         }
-        while let Some(id) = self.session_blocked.pop_front() {
-            if let Some(s) = self.streams.get_mut(&id) {
+        while let Some(id) = self.streams.blocked_writers.pop_front() {
+            if let Some(s) = self.streams.map.get_mut(&id) {
                 s.write_waiting = false;
                 self.events.push_back(Event::Writable(id));
             }
@@ -577,7 +555,7 @@ impl Connection {
 
     fn on_syn(&mut self, id: StreamId) {
         // A SYN for a live id is ignored, as in Go (SPEC §1.6).
-        if self.streams.contains_key(&id) {
+        if self.streams.map.contains_key(&id) {
             return;
         }
         let max = self.config.max_streams;
@@ -591,26 +569,23 @@ impl Connection {
             };
             tracing::debug!(stream = %id, reason, "stream refused");
             self.counts.streams_refused += 1;
-            if self.refused.len() < REFUSED_FIN_MAX {
-                self.refused.push_back(id);
+            if self.streams.refused.len() < REFUSED_FIN_MAX {
+                self.streams.refused.push_back(id);
                 self.wake_driver = true;
             }
             return;
         }
-        let serial = self.take_serial();
-        self.streams
-            .insert(id, StreamState::new(serial, self.counter_base));
+        self.streams.insert(id, self.counter_base);
         self.count_window(id);
-        self.live_handles += 1;
         tracing::trace!(stream = %id, "stream opened by the peer");
-        self.accept_queue.push_back(id);
+        self.streams.accept.push_back(id);
         self.events.push_back(Event::Incoming);
     }
 
     fn on_fin(&mut self, id: StreamId) {
-        if let Some(s) = self.streams.get_mut(&id) {
+        if let Some(s) = self.streams.map.get_mut(&id) {
             tracing::trace!(stream = %id, "FIN received");
-            s.fin_received = true;
+            s.recv_state = RecvState::Finished;
             if std::mem::take(&mut s.read_waiting) {
                 self.events.push_back(Event::Readable(id));
             }
@@ -620,8 +595,8 @@ impl Connection {
     fn on_psh(&mut self, id: StreamId, len: usize, rb: &mut RecvBuffer) {
         // While closing, only frames that let queued data leave (UPD) still matter.
         let closing = matches!(self.state, State::Closing { .. });
-        match self.streams.get_mut(&id) {
-            Some(s) if !s.read_closed && len > 0 && !closing => {
+        match self.streams.map.get_mut(&id) {
+            Some(s) if s.reading() && len > 0 && !closing => {
                 // Large payloads stay slices of the read chunk, small ones are packed (see
                 // `recv_buffer` for how the memory slices pin is bounded); a small one right
                 // after a large one is sliced too (packing it would allocate a tail).
@@ -648,20 +623,20 @@ impl Connection {
     fn copy_out_old_slices(&mut self, mark: u64) {
         let mut listed = self.slices.take();
         listed.retain(|id| {
-            let Some(s) = self.streams.get_mut(id) else {
+            let Some(s) = self.streams.map.get_mut(id) else {
                 return false;
             };
             // Unlisting first skips repeated entries; a queue keeping newer slices stays.
             s.recv.unlist() && s.recv.compact_older_than(mark)
         });
         for id in listed {
-            self.streams.get_mut(&id).expect("kept").recv.relist();
+            self.streams.map.get_mut(&id).expect("kept").recv.relist();
             self.slices.note(id);
         }
     }
 
     fn on_upd(&mut self, id: StreamId, consumed: u32, window: u32) {
-        let Some(s) = self.streams.get_mut(&id) else {
+        let Some(s) = self.streams.map.get_mut(&id) else {
             return;
         };
         s.send_window.on_update(consumed, window);
@@ -753,16 +728,12 @@ impl Connection {
         }
         let id = loop {
             let id = self.ids.next().ok_or(Error::GoAway)?;
-            if !self.streams.contains_key(&id) {
+            if !self.streams.map.contains_key(&id) {
                 break id;
             }
         };
-        let serial = self.take_serial();
-        let mut s = StreamState::new(serial, self.counter_base);
-        s.syn_pending = true;
-        self.streams.insert(id, s);
+        self.streams.insert(id, self.counter_base).syn_pending = true;
         self.count_window(id);
-        self.live_handles += 1;
         self.counts.streams_opened += 1;
         tracing::trace!(stream = %id, "stream opened");
         self.schedule(id);
@@ -773,10 +744,10 @@ impl Connection {
     /// [`Event::Incoming`]). After the session ended, streams already queued are still handed
     /// out, then the reason is returned.
     pub fn accept(&mut self) -> Result<Option<StreamId>, Error> {
-        if let Some(id) = self.accept_queue.pop_front() {
+        if let Some(id) = self.streams.accept.pop_front() {
             tracing::trace!(stream = %id, "stream accepted");
             self.counts.streams_accepted += 1;
-            if self.accept_queue.len() + 1 == self.config.accept_backlog {
+            if self.streams.accept.len() + 1 == self.config.accept_backlog {
                 self.wake_driver = true; // reading may resume
             }
             return Ok(Some(id));
@@ -807,7 +778,7 @@ impl Connection {
                 None => ReadOutcome::Eof,
             });
         }
-        let s = self.streams.get_mut(&id).expect("checked");
+        let s = self.streams.map.get_mut(&id).expect("checked");
         let n = s.recv.read_into(buf, &mut self.stash);
         self.consumed(id, n);
         Ok(ReadOutcome::Data(n))
@@ -822,7 +793,7 @@ impl Connection {
         now: Instant,
     ) -> Result<ReadOutcome<Bytes>, Error> {
         self.stream_mut(id)?;
-        let s = self.streams.get_mut(&id).expect("checked");
+        let s = self.streams.map.get_mut(&id).expect("checked");
         let Some(chunk) = s.recv.read_chunk(max, &mut self.stash) else {
             return Ok(match self.wait_readable(id, now)? {
                 Some(()) => ReadOutcome::Blocked,
@@ -835,8 +806,8 @@ impl Connection {
 
     /// With nothing buffered: `Ok(None)` for EOF, `Ok(Some(()))` to wait, or the error.
     fn wait_readable(&mut self, id: StreamId, now: Instant) -> Result<Option<()>, Error> {
-        let s = self.streams.get_mut(&id).expect("checked by caller");
-        if s.fin_received {
+        let s = self.streams.map.get_mut(&id).expect("checked by caller");
+        if s.peer_finished() {
             return Ok(None);
         }
         if let Some(e) = &self.error {
@@ -858,7 +829,7 @@ impl Connection {
     fn grow_window(&mut self, id: StreamId) {
         let configured = self.config.max_stream_buffer as u32;
         let allowance = self.config.max_receive_buffer / 2;
-        let s = self.streams.get_mut(&id).expect("checked by caller");
+        let s = self.streams.map.get_mut(&id).expect("checked by caller");
         let growth = s.recv_window.growth();
         if growth >= MAX_GROWTH {
             return;
@@ -876,7 +847,7 @@ impl Connection {
     /// Counts the window of new stream `id` (in both versions: a detected version may
     /// change after streams exist).
     fn count_window(&mut self, id: StreamId) {
-        let s = &self.streams[&id];
+        let s = &self.streams.map[&id];
         self.advertised_windows +=
             s.recv_window
                 .advertised(self.config.max_stream_buffer as u32) as usize;
@@ -886,7 +857,7 @@ impl Connection {
     /// in v2 an UPD when one is due (SPEC §5).
     fn consumed(&mut self, id: StreamId, n: usize) {
         let v2 = self.v2();
-        let s = self.streams.get_mut(&id).expect("checked by caller");
+        let s = self.streams.map.get_mut(&id).expect("checked by caller");
         if v2 {
             let window = s
                 .recv_window
@@ -911,7 +882,7 @@ impl Connection {
         let progress = self.write_room(id, data.len(), now)?;
         if let Progress::Ready(n) = progress {
             if n > 0 {
-                let s = self.streams.get_mut(&id).expect("checked");
+                let s = self.streams.map.get_mut(&id).expect("checked");
                 s.send
                     .push_write(&data[..n], data.len(), &mut self.blocks, &mut self.stash);
                 self.queued(id, n);
@@ -938,7 +909,7 @@ impl Connection {
                 progress = Progress::Ready(n);
             }
             if n > 0 {
-                let s = self.streams.get_mut(&id).expect("checked");
+                let s = self.streams.map.get_mut(&id).expect("checked");
                 let piece = data.split_to(n);
                 if n < COPY_MAX {
                     s.send
@@ -960,9 +931,9 @@ impl Connection {
             return Ok(Progress::Ready(0));
         }
         let send_cap = self.send_cap();
-        let session_room = send_cap.saturating_sub(self.send_queued);
+        let session_room = send_cap.saturating_sub(self.streams.send_queued);
         let v2 = self.v2();
-        let s = self.streams.get_mut(&id).expect("checked");
+        let s = self.streams.map.get_mut(&id).expect("checked");
         // In v2, accept no more than the peer's window can take: data waiting for a window
         // would otherwise fill the session-wide cap and block every other stream.
         let window_room = window(v2, s, id).saturating_sub(s.send.len());
@@ -981,8 +952,8 @@ impl Connection {
         let least = min_write_room(len, send_cap, peer_window);
         if room < least {
             s.write_waiting = true;
-            if session_room < least && !self.session_blocked.contains(&id) {
-                self.session_blocked.push_back(id);
+            if session_room < least {
+                self.streams.block_writer(id);
             }
             return Ok(Progress::Blocked);
         }
@@ -991,7 +962,7 @@ impl Connection {
 
     /// `n` bytes were queued on stream `id`.
     fn queued(&mut self, id: StreamId, n: usize) {
-        self.send_queued += n;
+        self.streams.send_queued += n;
         self.schedule(id);
     }
 
@@ -1010,7 +981,11 @@ impl Connection {
         if deadline_passed {
             return Err(Error::Timeout);
         }
-        self.streams.get_mut(&id).expect("checked").write_waiting = true;
+        self.streams
+            .map
+            .get_mut(&id)
+            .expect("checked")
+            .write_waiting = true;
         Ok(Progress::Blocked)
     }
 
@@ -1018,11 +993,11 @@ impl Connection {
     /// Reading goes on. Calling it again is harmless.
     pub fn shutdown_write(&mut self, id: StreamId, now: Instant) -> Result<Progress, Error> {
         let s = self.stream_mut(id)?;
-        if s.fin_sent {
+        if s.fin_sent() {
             return Ok(Progress::Ready(0));
         }
-        if !s.write_closed {
-            s.write_closed = true;
+        if s.send_state == SendState::Open {
+            s.send_state = SendState::Closing;
             self.schedule(id);
         }
         if let Some(e) = &self.error {
@@ -1031,7 +1006,11 @@ impl Connection {
         if self.deadlines.passed(id, Dir::Write, now) {
             return Err(Error::Timeout);
         }
-        self.streams.get_mut(&id).expect("checked").write_waiting = true;
+        self.streams
+            .map
+            .get_mut(&id)
+            .expect("checked")
+            .write_waiting = true;
         Ok(Progress::Blocked)
     }
 
@@ -1040,7 +1019,7 @@ impl Connection {
     /// write side queues a FIN behind the data already written. The entry is removed once no
     /// handle is left and the FIN is framed.
     pub fn release(&mut self, id: StreamId, which: u8) {
-        let Some(s) = self.streams.get_mut(&id) else {
+        let Some(s) = self.streams.map.get_mut(&id) else {
             return;
         };
         let which = which & s.handles;
@@ -1049,7 +1028,6 @@ impl Connection {
             let configured = self.config.max_stream_buffer as u32;
             self.advertised_windows -= s.recv_window.advertised(configured) as usize;
             s.recv_window.set_growth(0);
-            s.read_closed = true;
             s.read_waiting = false;
             let unread = s.recv.clear();
             self.deadlines.set(id, Dir::Read, None);
@@ -1059,18 +1037,18 @@ impl Connection {
         }
         if which & WRITE_HANDLE != 0 {
             self.deadlines.set(id, Dir::Write, None);
-            let s = self.streams.get_mut(&id).expect("present");
+            let s = self.streams.map.get_mut(&id).expect("present");
             s.write_waiting = false;
-            if !s.write_closed {
-                s.write_closed = true;
+            if s.send_state == SendState::Open {
+                s.send_state = SendState::Closing;
                 self.schedule(id);
             }
         }
-        let s = self.streams.get_mut(&id).expect("present");
+        let s = self.streams.map.get_mut(&id).expect("present");
         if s.handles != 0 {
             s.handles &= !which;
             if s.handles == 0 {
-                self.live_handles -= 1;
+                self.streams.live_handles -= 1;
             }
         }
         if self.draining {
@@ -1090,7 +1068,7 @@ impl Connection {
     }
 
     fn set_deadline(&mut self, id: StreamId, dir: Dir, deadline: Option<Instant>) {
-        if !self.streams.contains_key(&id) {
+        if !self.streams.map.contains_key(&id) {
             return;
         }
         self.deadlines.set(id, dir, deadline);
@@ -1108,7 +1086,7 @@ impl Connection {
         if self.error.is_some() {
             return false;
         }
-        tracing::debug!(queued_send_bytes = self.send_queued, "closing");
+        tracing::debug!(queued_send_bytes = self.streams.send_queued, "closing");
         self.error = Some(Error::Closed);
         self.state = State::Closing {
             deadline: now + CLOSE_TIMEOUT,
@@ -1131,7 +1109,7 @@ impl Connection {
         }
         tracing::debug!(open_streams = self.num_streams(), "draining");
         self.draining = true;
-        while let Some(id) = self.accept_queue.pop_front() {
+        while let Some(id) = self.streams.accept.pop_front() {
             self.counts.streams_refused += 1;
             self.release(id, BOTH_HANDLES);
         }
@@ -1157,13 +1135,6 @@ impl Connection {
         SESSION_SEND_BUFFER.min(self.config.max_receive_buffer)
     }
 
-    /// Serials wrap (after 2^64 streams); a serial only has to differ from the one of the
-    /// stream that last had the same id, and ids are not reused while a handle exists.
-    fn take_serial(&mut self) -> u64 {
-        self.next_serial = self.next_serial.wrapping_add(1);
-        self.next_serial
-    }
-
     #[cfg(test)]
     pub(crate) fn ids_for_test(&mut self) -> &mut IdAllocator {
         &mut self.ids
@@ -1175,12 +1146,12 @@ impl Connection {
     }
 
     fn stream_mut(&mut self, id: StreamId) -> Result<&mut StreamState, Error> {
-        self.streams.get_mut(&id).ok_or(Error::Closed)
+        self.streams.map.get_mut(&id).ok_or(Error::Closed)
     }
 
     fn check_writable(&mut self, id: StreamId, now: Instant) -> Result<(), Error> {
         let s = self.stream_mut(id)?;
-        if s.write_closed {
+        if s.write_closed() {
             return Err(Error::Closed);
         }
         let deadline_passed = self.deadlines.passed(id, Dir::Write, now);
@@ -1198,30 +1169,28 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
-        let Some(s) = self.streams.get(&id) else {
+        let Some(s) = self.streams.map.get(&id) else {
             return;
         };
         if !s.in_ring && s.wants_transmit(window(self.v2(), s, id) > 0) {
-            self.streams.get_mut(&id).expect("present").in_ring = true;
-            self.ring.push_back(id);
+            self.streams.enter_ring(id);
             self.wake_driver = true;
         }
     }
 
     /// Removes stream `id` once no handle refers to it and nothing of it is left to send.
     fn remove_if_done(&mut self, id: StreamId) {
-        let Some(s) = self.streams.get(&id) else {
+        let Some(s) = self.streams.map.get(&id) else {
             return;
         };
-        let nothing_to_send = s.fin_sent || self.state == State::Closed;
+        let nothing_to_send = s.fin_sent() || self.state == State::Closed;
         if s.handles != 0 || !nothing_to_send || s.in_ring {
             return;
         }
-        // Releasing the read handle already gave the stream's window back.
-        debug_assert!(s.read_closed, "no handle left, yet the read side is open");
-        let s = self.streams.remove(&id).expect("present");
+        // (Releasing the read handle already gave the stream's window back.)
+        let s = self.streams.map.remove(&id).expect("present");
         tracing::trace!(stream = %id, "stream closed");
-        self.send_queued -= s.send.len();
+        self.streams.send_queued -= s.send.len();
         self.budget.release(s.recv.len());
         self.deadlines.remove_stream(id);
     }
@@ -1245,24 +1214,18 @@ impl Connection {
             tracing::debug!(reason = %e, streams = self.streams.len(), "session ended");
         }
         self.state = State::Closed;
-        self.ring.clear();
+        self.streams.ring.clear();
         self.nop_pending = false;
-        self.session_blocked.clear();
+        self.streams.blocked_writers.clear();
         self.deadlines.clear();
-        for s in self.streams.values_mut() {
+        for s in self.streams.map.values_mut() {
             s.in_ring = false;
             s.send.clear();
             s.read_waiting = false;
             s.write_waiting = false;
         }
-        self.send_queued = 0;
-        let orphans: Vec<StreamId> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| s.handles == 0)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in orphans {
+        self.streams.send_queued = 0;
+        for id in self.streams.orphans() {
             self.remove_if_done(id);
         }
         self.events.push_back(Event::Closed);
@@ -1287,7 +1250,7 @@ impl Connection {
 
     /// The next stream created gets serial `serial + 1` (wrapping).
     pub fn test_set_last_serial(&mut self, serial: u64) {
-        self.next_serial = serial;
+        self.streams.set_last_serial(serial);
     }
 }
 

@@ -14,6 +14,7 @@ mod keepalive;
 mod recv_buffer;
 mod spare;
 mod stream;
+mod streams;
 mod tx;
 mod window;
 

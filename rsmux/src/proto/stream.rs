@@ -1,9 +1,9 @@
 //! Per-stream state kept by the session. Plain data: the session mutates it.
 //!
 //! ```text
-//!  send side:  open ──shutdown/drop──▶ FIN queued ──data drained──▶ FIN sent
-//!  recv side:  open ──peer FIN──▶ draining ──queue empty──▶ EOF
-//!              open ──read handle dropped──▶ discarding (data dropped, budget returned)
+//!  send side (SendState):  Open ──shutdown/drop──▶ Closing ──data drained──▶ FinSent
+//!  recv side (RecvState):  Open ──peer FIN──▶ Finished ──queue empty──▶ EOF
+//!  read handle dropped (either state): data dropped on arrival, budget returned
 //! ```
 //! An entry leaves the table once no handle refers to it and its FIN is on its way (or the
 //! session died), so a handle never sees its id reused.
@@ -20,24 +20,44 @@ pub const WRITE_HANDLE: u8 = 2;
 /// Both handles (an unsplit stream, or one waiting in the accept queue).
 pub const BOTH_HANDLES: u8 = READ_HANDLE | WRITE_HANDLE;
 
+/// Where the receive side is (whether the application still reads is in `handles`: without
+/// the read handle, payloads are dropped on arrival).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecvState {
+    /// Data may still arrive.
+    #[default]
+    Open,
+    /// The peer's FIN arrived: what is buffered is all there will be.
+    Finished,
+}
+
+/// Where the send side is.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendState {
+    /// The application may write.
+    #[default]
+    Open,
+    /// Shut or dropped: no more writes, a FIN follows the queued data.
+    Closing,
+    /// The FIN has been framed.
+    FinSent,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct StreamState {
     // Receive side.
     /// Received bytes not yet read.
     pub(crate) recv: ByteQueue,
-    pub(crate) fin_received: bool,
-    /// The read handle is gone: payloads are dropped on arrival.
-    pub(crate) read_closed: bool,
+    pub(crate) recv_state: RecvState,
     pub(crate) recv_window: RecvWindow,
 
     // Send side.
     /// Bytes accepted from the application and not yet framed.
     pub(crate) send: ByteQueue,
+    pub(crate) send_state: SendState,
     pub(crate) send_window: SendWindow,
+    /// The SYN of a stream this side opened is still to be framed.
     pub(crate) syn_pending: bool,
-    /// No more writes: a FIN follows the queued data.
-    pub(crate) write_closed: bool,
-    pub(crate) fin_sent: bool,
 
     // Scheduling and wake-ups.
     /// Listed in the session's round-robin ring.
@@ -76,11 +96,31 @@ impl StreamState {
 
     /// The FIN may go now: writing is closed and all data has been framed.
     pub(crate) fn fin_due(&self) -> bool {
-        self.write_closed && !self.fin_sent && self.send.is_empty()
+        self.send_state == SendState::Closing && self.send.is_empty()
+    }
+
+    /// No more writes (shut, dropped, or FIN already framed).
+    pub(crate) fn write_closed(&self) -> bool {
+        self.send_state != SendState::Open
+    }
+
+    /// Our FIN has been framed.
+    pub(crate) fn fin_sent(&self) -> bool {
+        self.send_state == SendState::FinSent
+    }
+
+    /// The peer's FIN arrived.
+    pub(crate) fn peer_finished(&self) -> bool {
+        self.recv_state == RecvState::Finished
+    }
+
+    /// The application still has the read handle (payloads are kept for it).
+    pub(crate) fn reading(&self) -> bool {
+        self.handles & READ_HANDLE != 0
     }
 
     /// Both directions finished and nothing left to read: the stream no longer counts as open.
     pub(crate) fn finished(&self) -> bool {
-        self.fin_sent && self.fin_received && self.recv.is_empty()
+        self.fin_sent() && self.peer_finished() && self.recv.is_empty()
     }
 }
