@@ -400,6 +400,7 @@ async fn silent_peer_is_timed_out_by_keepalive() {
         session.accept_stream().await,
         Err(Error::KeepaliveTimeout(_))
     ));
+    assert_eq!(session.stats().keepalive_timeouts, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -768,6 +769,8 @@ async fn stats_count_traffic_and_debug_is_a_summary() {
         shown,
         "Session { role: Client, version: Some(V1), streams: 1, closed: false }"
     );
+    assert_eq!((c.streams_closed, s.streams_closed), (0, 0));
+    assert_eq!((c.keepalive_timeouts, s.keepalive_timeouts), (0, 0));
 }
 
 #[tokio::test(start_paused = true)]

@@ -88,6 +88,8 @@ struct Counts {
     streams_opened: u64,
     streams_accepted: u64,
     streams_refused: u64,
+    streams_closed: u64,
+    keepalive_timeouts: u64,
 }
 
 /// Counters of one session, for operators to export (see [`Connection::stats`]).
@@ -106,8 +108,14 @@ pub struct Stats {
     pub streams_opened: u64,
     /// Streams the peer opened that the application accepted.
     pub streams_accepted: u64,
-    /// Streams the peer opened beyond [`Config::max_streams`], refused at once.
+    /// Streams the peer opened beyond [`Config::max_streams`] or while draining, refused at
+    /// once.
     pub streams_refused: u64,
+    /// Streams that ended and left the table (both sides done, or the session ended).
+    pub streams_closed: u64,
+    /// Keepalive timeouts (0 or 1: one ends the session); summed over sessions, how many
+    /// peers went silent.
+    pub keepalive_timeouts: u64,
     /// Streams in the table now (open, or closing with data still to send).
     pub streams: usize,
     /// Received bytes the application has not read yet, all streams together.
@@ -302,6 +310,8 @@ impl Connection {
             streams_opened: c.streams_opened,
             streams_accepted: c.streams_accepted,
             streams_refused: c.streams_refused,
+            streams_closed: c.streams_closed,
+            keepalive_timeouts: c.keepalive_timeouts,
             streams: self.streams.len(),
             buffered_receive_bytes: self.budget.used(),
             queued_send_bytes: self.streams.send_queued,
@@ -693,6 +703,7 @@ impl Connection {
         let tick = self.keepalive.handle_timeout(now, self.budget.exhausted());
         if tick.timed_out {
             tracing::debug!("keepalive timeout");
+            self.counts.keepalive_timeouts += 1;
             self.die(Error::KeepaliveTimeout(self.config.keep_alive_timeout));
             return;
         }
@@ -1190,6 +1201,7 @@ impl Connection {
         // (Releasing the read handle already gave the stream's window back.)
         let s = self.streams.map.remove(&id).expect("present");
         tracing::trace!(stream = %id, "stream closed");
+        self.counts.streams_closed += 1;
         self.streams.send_queued -= s.send.len();
         self.budget.release(s.recv.len());
         self.deadlines.remove_stream(id);
