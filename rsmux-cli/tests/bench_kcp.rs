@@ -94,9 +94,10 @@ fn kcp_quick_report_has_every_pairing_and_loss() {
             );
             continue;
         }
-        // A lossy row with a kcptun end may stall (reported as an error, see the README's
-        // Performance section); every other row must measure.
-        if errors.is_empty() || rsmux_only || row["loss_percent"] == 0.0 {
+        // A session to Debian's kcptun-server now and then stalls at its start (kcptun-server
+        // sends one datagram, then nothing; with either client: see the README's Performance
+        // section). The bench reports that as the row's error; every other row must measure.
+        if errors.is_empty() || row["server"] != "kcptun" {
             assert!(errors.is_empty(), "{row}");
             assert_measured(row);
         }
