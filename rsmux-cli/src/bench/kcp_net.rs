@@ -300,7 +300,7 @@ const WRITE_SIZE: usize = 64 * 1024;
 /// Opens `conns` TCP connections to a tunnel client at `entry`, each writing `per_conn` bytes
 /// of `payload`, and waits until all of them reached the sink's `tally` or `limit` passed.
 /// The connections stay open until then (kcptun has no half-close: closing early could cut
-/// bytes still in flight), and are dropped after. `on_start` runs right before the clock.
+/// bytes still in flight), and are dropped after.
 pub async fn transfer(
     entry: SocketAddr,
     conns: usize,
