@@ -21,6 +21,7 @@ Examples:
                                                drive an external smux echo server
   rsmux bench --scale-sessions 9500 --scale-streams 10 --no-table
                                                only the many-sessions scale workload
+  rsmux bench --kcp --no-table                 only rsmux kcptun vs Debian's kcptun over KCP
 
 Rows (local comparison; every client talks to a server process over loopback TCP):
   raw TCP          one TCP connection per stream (this process <-> rsmux server process)
@@ -48,6 +49,15 @@ min/median/max; above 1 means the first row is faster. Then the server processes
 --scale-client go the Go peer) to one echo server process (`rsmux echo`, Go's echo), 1 KiB
 echo rounds on every stream: rounds per second and the server's resident memory (idle,
 busy, peak).
+--kcp: kcptun-client <-> kcptun-server, rsmux client <-> kcptun-server, kcptun-client <->
+rsmux server, rsmux <-> rsmux (`rsmux kcptun client|server`), the same flags on both ends
+(kcptun's defaults: aes, mode fast, FEC 10/3, snappy, smux v1), on loopback through a UDP
+relay in this process that drops --kcp-loss percent of the datagrams each way (seeded).
+Per row: 1 TCP connection and 16 in parallel moving 32 MiB one way (client side -> tunnel
+-> a sink in this process; at most 12 s; --quick: 2 MiB, 2 s), MB/s, CPU seconds per GiB of
+each tunnel process, their peak resident memory; ratios rsmux / kcptun per replaced end.
+Without kcptun-client/kcptun-server in PATH only the rsmux <-> rsmux rows run
+(`apt-get install -y kcptun` as root installs them).
 --rtt puts every measured connection (raw TCP too) through a proxy in this process that
 delays each direction by RTT/2 (after one RTT for the handshake); 0 = direct. The proxy holds
 at most 8 MiB per direction and connection, so a direction carries at most 8 MiB per RTT/2.
@@ -122,9 +132,17 @@ pub struct BenchArgs {
     /// Seconds of echo rounds in the scale workload [default: 3, or 1 with --quick]
     #[arg(long, value_name = "SECS", value_parser = common::parse_secs)]
     pub scale_seconds: Option<Duration>,
-    /// Skip the comparison table's workloads (with --scale-sessions: only the scale workload)
+    /// Skip the comparison table's workloads (with --scale-sessions or --kcp: only those)
     #[arg(long)]
     pub no_table: bool,
+    /// Also compare `rsmux kcptun client|server` with Debian's kcptun-client/kcptun-server
+    /// over KCP (each end swapped in turn) through a lossy UDP relay; needs the `kcptun`
+    /// package for all but the rsmux <-> rsmux rows
+    #[arg(long)]
+    pub kcp: bool,
+    /// Datagram loss rates of --kcp, percent, each way [default: 0,3]
+    #[arg(long, value_name = "PCT,...", value_delimiter = ',', requires = "kcp")]
+    pub kcp_loss: Vec<f64>,
     #[command(flatten)]
     pub smux: SmuxOpts,
 }
@@ -147,8 +165,21 @@ impl BenchArgs {
         if self.scale_seconds.is_some_and(|s| s.is_zero()) {
             return Err("--scale-seconds 0: must be more than zero".into());
         }
-        if self.no_table && self.scale_sessions == 0 {
-            return Err("--no-table: give --scale-sessions too, or there is nothing to run".into());
+        if self.no_table && self.scale_sessions == 0 && !self.kcp {
+            return Err(
+                "--no-table: give --scale-sessions or --kcp too, or there is nothing to run".into(),
+            );
+        }
+        if self.kcp && self.connect.is_some() {
+            return Err("--kcp: not with --connect (it starts its own tunnels)".into());
+        }
+        for (i, l) in self.kcp_loss.iter().enumerate() {
+            if !(0.0..=50.0).contains(l) {
+                return Err(format!("--kcp-loss {l}: must be from 0 to 50 (percent)"));
+            }
+            if self.kcp_loss[..i].contains(l) {
+                return Err(format!("--kcp-loss: {l} given twice"));
+            }
         }
         if self.scale_sessions > 0 && self.connect.is_some() {
             return Err("--scale-sessions: not with --connect (it starts its own servers)".into());
@@ -188,6 +219,15 @@ impl BenchArgs {
     pub fn scale_dur(&self) -> Duration {
         self.scale_seconds
             .unwrap_or(Duration::from_secs(if self.quick { 1 } else { 3 }))
+    }
+
+    /// The loss rates of `--kcp`, percent.
+    pub fn kcp_losses(&self) -> Vec<f64> {
+        if self.kcp_loss.is_empty() {
+            vec![0.0, 3.0]
+        } else {
+            self.kcp_loss.clone()
+        }
     }
 
     /// The round-trip times to run at, in the order given (only 0 by default).

@@ -6,10 +6,16 @@
 //! (running a row once), [`ratios`], [`report`] (the serialized report), [`table`] (text
 //! output), [`scale`], [`plot_run`] and [`plot`] (the picture), [`stats`], [`procfs`] (CPU
 //! and memory of child processes), and the workloads' pieces: [`workload`], [`server`],
-//! [`peers`], [`delay`], [`memory`].
+//! [`peers`], [`delay`], [`memory`]. `--kcp`: [`kcp`] (the rows and their runs),
+//! [`kcp_net`] (lossy relay, sink, transfer), [`kcp_procs`] (the tunnel processes),
+//! [`kcp_report`].
 
 mod args;
 mod delay;
+mod kcp;
+mod kcp_net;
+mod kcp_procs;
+mod kcp_report;
 mod memory;
 mod peers;
 mod plot;
@@ -76,7 +82,12 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
     } else {
         0
     };
-    let steps = (workloads * repeat + memory_steps + scale_steps) as u64 + plot_panels;
+    let kcp_steps = if args.kcp {
+        kcp::steps(args.kcp_losses().len(), args.repeat)
+    } else {
+        0
+    };
+    let steps = (workloads * repeat + memory_steps + scale_steps) as u64 + plot_panels + kcp_steps;
     let mut ctx = Ctx {
         dur: args.base_dur(),
         exe,
@@ -129,6 +140,11 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
     } else {
         None
     };
+    let kcp = if ctx.args.kcp {
+        Some(kcp::run(&ctx).await)
+    } else {
+        None
+    };
     let plot = match ctx.args.plot.clone() {
         Some(path) => Some(plot_run::draw_plot(&ctx, &path).await),
         None => None,
@@ -136,7 +152,10 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
     ctx.progress.finish_and_clear();
 
     let total = started.elapsed().as_secs_f64();
-    let report = report::build(&ctx, &rows, plot.as_ref(), scale, total);
+    let kcp_report = kcp
+        .as_ref()
+        .map(|k| kcp_report::build(k, ctx.args.repeat, &ctx.args.kcp_losses()));
+    let report = report::build(&ctx, &rows, plot.as_ref(), scale, kcp_report, total);
     if ctx.args.json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Failure(format!("cannot serialize the report: {e}")))?;
@@ -158,6 +177,15 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
                 srv.errors
                     .iter()
                     .map(|e| format!("scale, {}: {e}", srv.name)),
+            );
+        }
+    }
+    if let Some(k) = &report.kcp {
+        for row in &k.rows {
+            failures.extend(
+                row.errors
+                    .iter()
+                    .map(|e| format!("KCP {}, {}% loss: {e}", row.name, row.loss_percent)),
             );
         }
     }

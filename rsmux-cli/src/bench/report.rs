@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::{
     args::{ECHO_STREAMS, MANY_STREAMS},
     delay,
+    kcp_report::KcpReport,
     plot::Fairness,
     plot_run::PlotResult,
     ratios::{ratio_specs, ratios, tcp_ratio},
@@ -36,6 +37,8 @@ pub struct Report {
     pub ratios: Vec<RatioReport>,
     pub plot: Option<PlotReport>,
     pub scale: Option<ScaleReport>,
+    /// `--kcp`: rsmux's kcptun client and server against Debian's kcptun.
+    pub kcp: Option<KcpReport>,
     pub total_seconds: f64,
 }
 
@@ -328,6 +331,7 @@ pub fn build(
     rows: &[Row],
     plot: Option<&PlotResult>,
     scale: Option<ScaleReport>,
+    kcp: Option<KcpReport>,
     total: f64,
 ) -> Report {
     let s = &ctx.args.smux;
@@ -442,6 +446,7 @@ pub fn build(
         ratios: ratio_reports,
         plot,
         scale,
+        kcp,
         total_seconds: r3(total),
     }
 }

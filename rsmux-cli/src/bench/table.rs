@@ -13,9 +13,9 @@ use super::{
 };
 
 /// Width of every figure column.
-const COL: usize = 13;
+pub(super) const COL: usize = 13;
 /// Width of a ratio column ("min/median/max").
-const RCOL: usize = 17;
+pub(super) const RCOL: usize = 17;
 
 /// The two header lines of a workload's column.
 fn heading(w: Workload, local: bool) -> (String, String) {
@@ -60,7 +60,7 @@ fn range_cell(s: &Stat, decimals: usize) -> String {
 }
 
 /// "min/median/max" of a stat, or "-".
-fn triple_cell(s: &Stat) -> String {
+pub(super) fn triple_cell(s: &Stat) -> String {
     match (s.min, s.median, s.max) {
         (Some(a), Some(m), Some(b)) => format!("{a:.2}/{m:.2}/{b:.2}"),
         _ => "-".into(),
@@ -83,7 +83,7 @@ fn runs(r: &RowReport, w: Workload) -> Option<&WorkloadRuns> {
 }
 
 /// Appends a row's median line, and its range line when there are several runs.
-fn stat_lines(
+pub(super) fn stat_lines(
     out: &mut String,
     name: &str,
     name_w: usize,
@@ -122,7 +122,12 @@ pub fn render(rep: &Report) -> String {
     if rep.rows.is_empty() {
         let _ = writeln!(
             out,
-            "rsmux bench — the scale workload only (--no-table), {} run{} of each server",
+            "rsmux bench — {} only (--no-table), {} run{} of each",
+            match (rep.scale.is_some(), rep.kcp.is_some()) {
+                (true, true) => "the scale workload and the KCP tunnels",
+                (false, true) => "the KCP tunnels",
+                _ => "the scale workload",
+            },
             rep.repeat,
             if rep.repeat == 1 { "" } else { "s" },
         );
@@ -330,6 +335,9 @@ pub fn render(rep: &Report) -> String {
                 let _ = writeln!(out, "{:name_w$}FAILED {e}", "");
             }
         }
+    }
+    if let Some(k) = &rep.kcp {
+        super::kcp_report::render(&mut out, k, rep.repeat);
     }
     notes(&mut out, rep, local);
     out
