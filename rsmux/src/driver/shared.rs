@@ -3,10 +3,11 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
-    task::Waker,
+    sync::{Arc, Mutex, MutexGuard, OnceLock},
+    task::{Context, Waker},
 };
 
+use super::task::WriteThrough;
 use crate::proto::{Connection, Event, StreamId};
 
 /// Wake-ups handed over without allocating (more take the list along).
@@ -16,6 +17,14 @@ const WAKE_INLINE: usize = 8;
 #[derive(Debug)]
 pub(crate) struct Shared {
     inner: Mutex<Inner>,
+    /// The transport, for writers that write to it directly (set once the task exists).
+    wire: OnceLock<Arc<dyn WriteThrough>>,
+}
+
+impl std::fmt::Debug for dyn WriteThrough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteThrough")
+    }
 }
 
 /// Everything behind the session's lock.
@@ -49,7 +58,25 @@ impl Shared {
                 session_handles: 1,
                 driver_done: false,
             }),
+            wire: OnceLock::new(),
         })
+    }
+
+    /// Lets writers write to the transport directly (see [`WriteThrough`]).
+    pub(crate) fn set_write_through(&self, wire: Arc<dyn WriteThrough>) {
+        // Set once, by the task's constructor.
+        let _ = self.wire.set(wire);
+    }
+
+    /// Writes `data` for stream `id` straight to the transport when that is possible now;
+    /// `None` when it must be queued as usual. `Some(n)`: `n` bytes were taken.
+    pub(crate) fn write_through(
+        &self,
+        cx: &mut Context<'_>,
+        id: StreamId,
+        data: &[u8],
+    ) -> Option<usize> {
+        self.wire.get()?.write_through(self, cx, id, data)
     }
 
     /// Locks the session. A panic while locked cannot leave the core half-updated in a way

@@ -92,6 +92,9 @@ impl Handle {
     }
 
     fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        if let Some(n) = self.shared.write_through(cx, self.id, data) {
+            return Poll::Ready(Ok(n));
+        }
         self.poll_send(cx, |c, id| c.write(id, data, now()))
     }
 

@@ -17,7 +17,7 @@ use super::{
     recv_buffer::{RecvBuffer, Slices, SHARE_MIN},
     stream::{RecvState, SendState, StreamState, BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE},
     streams::StreamTable,
-    tx::{TxBuf, COPY_MAX},
+    tx::{Through, TxBuf, COPY_MAX, THROUGH_FRAMES},
     window::{scaled, MAX_GROWTH},
 };
 use crate::{
@@ -932,6 +932,42 @@ impl Connection {
             }
         }
         Ok(progress)
+    }
+
+    /// For a driver that can hand a write to the transport at once: when nothing else waits
+    /// to be sent, frames up to `len` bytes of a write on stream `id` (as much as the peer's
+    /// window and eight frames take) without queueing them, and returns their
+    /// headers. The driver must write the frames, or queue whatever the transport did not take,
+    /// before any later [`poll_transmit`](Self::poll_transmit) output. `Ok(None)`: use
+    /// [`write`](Self::write). Errors as `write`.
+    pub fn write_through(
+        &mut self,
+        id: StreamId,
+        len: usize,
+        now: Instant,
+    ) -> Result<Option<Through>, Error> {
+        self.check_writable(id, now)?;
+        if self.state != State::Open || self.detecting_version || self.has_pending_transmit() {
+            return Ok(None);
+        }
+        let (v2, version) = (self.v2(), self.version.as_u8());
+        let frame_len = self.config.max_frame_size;
+        let s = self.streams.map.get_mut(&id).expect("checked");
+        let n = len.min(window(v2, s, id)).min(THROUGH_FRAMES * frame_len);
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut through = Through::new(frame_len);
+        let mut left = n;
+        while left > 0 {
+            let f = left.min(frame_len);
+            through.push(Header::new(version, Cmd::Psh, f as u16, id.get()));
+            left -= f;
+        }
+        s.send_window.on_sent(n as u32);
+        self.counts.frames_out += n.div_ceil(frame_len) as u64;
+        self.counts.bytes_out += through.wire_len() as u64;
+        Ok(Some(through))
     }
 
     /// How much of a write of `len` bytes stream `id` takes now: `Ready(0)` for an empty

@@ -22,9 +22,9 @@ pub use connection::{Connection, Event, Progress, ReadOutcome, Stats, CLOSE_TIME
 pub use ids::{Role, StreamId};
 pub use recv_buffer::RecvBuffer;
 pub use stream::{BOTH_HANDLES, READ_HANDLE, WRITE_HANDLE};
-pub use tx::TxBuf;
+pub use tx::{Through, TxBuf};
 
-pub(crate) use tx::MAX_IOVECS;
+pub(crate) use tx::{MAX_IOVECS, THROUGH_FRAMES};
 
 /// The core's buffer sizes and write-fairness rules, exported for the fuzz crate's oracle and
 /// the memory tests. Not a stable API: values and names change as the core is tuned.

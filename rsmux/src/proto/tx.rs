@@ -9,7 +9,7 @@ use std::{collections::VecDeque, io::IoSlice};
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::frame::Header;
+use crate::frame::{Header, HEADER_LEN};
 
 /// Payloads below this size are copied next to their header rather than referenced.
 pub const COPY_MAX: usize = 1024;
@@ -20,11 +20,90 @@ pub const MAX_IOVECS: usize = 64;
 /// Size of one staging buffer (headers and small payloads of many frames).
 const STAGING: usize = 4096;
 
+/// Most frames one [`Through`] holds.
+pub(crate) const THROUGH_FRAMES: usize = 8;
+
+/// The frames of a write that skips the send queue (see
+/// [`Connection::write_through`](super::Connection::write_through)): headers encoded by the
+/// core, payloads still in the writer's buffer. Header `i` goes ahead of the `i`-th
+/// `frame_len` bytes of the write.
+#[derive(Debug)]
+pub struct Through {
+    headers: [[u8; HEADER_LEN]; THROUGH_FRAMES],
+    frames: usize,
+    frame_len: usize,
+    len: usize,
+}
+
+impl Through {
+    /// No frames yet; payloads are cut every `frame_len` bytes.
+    pub(crate) fn new(frame_len: usize) -> Through {
+        Through {
+            headers: [[0; HEADER_LEN]; THROUGH_FRAMES],
+            frames: 0,
+            frame_len,
+            len: 0,
+        }
+    }
+
+    /// Appends the next frame, whose payload is `len` bytes of the write.
+    pub(crate) fn push(&mut self, header: Header) {
+        self.headers[self.frames] = header.encode();
+        self.frames += 1;
+        self.len += header.len as usize;
+    }
+
+    /// Bytes of the write the frames carry (a prefix of what was offered).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the frames carry nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes on the wire, headers included.
+    pub fn wire_len(&self) -> usize {
+        self.len + self.frames * HEADER_LEN
+    }
+
+    /// Fills `out` with headers and payload pieces of `data` (the write, at least
+    /// [`len`](Self::len) bytes), in wire order; returns how many slices.
+    pub fn io_slices<'a>(
+        &'a self,
+        data: &'a [u8],
+        out: &mut [IoSlice<'a>; 2 * THROUGH_FRAMES],
+    ) -> usize {
+        let mut n = 0;
+        for (header, payload) in self.headers[..self.frames]
+            .iter()
+            .zip(data[..self.len].chunks(self.frame_len))
+        {
+            out[n] = IoSlice::new(header);
+            out[n + 1] = IoSlice::new(payload);
+            n += 2;
+        }
+        n
+    }
+
+    /// Copies what the transport did not take, the wire bytes after the first `written`,
+    /// into `tx` (they must leave before any other frame).
+    pub fn queue_rest(&self, data: &[u8], written: usize, tx: &mut TxBuf) {
+        let mut slices = [IoSlice::new(&[]); 2 * THROUGH_FRAMES];
+        let n = self.io_slices(data, &mut slices);
+        tx.push_wire(&slices[..n], written);
+    }
+}
+
 /// Encoded frames waiting for the socket.
 #[derive(Debug, Default)]
 pub struct TxBuf {
     pieces: VecDeque<Bytes>,
     staging: BytesMut,
+    /// Takes the rest of a [`Through`] the transport did not take; reused (see
+    /// [`release_spare`](Self::release_spare)).
+    spill: BytesMut,
     len: usize,
     /// Frames pushed so far.
     frames: u64,
@@ -57,6 +136,41 @@ impl TxBuf {
         self.make_room(8 + payload.len());
         self.staging.extend_from_slice(&header.encode());
         self.staging.extend_from_slice(payload);
+    }
+
+    /// Appends bytes that are already framed, the `slices` after their first `skip` bytes
+    /// (the rest of a [`Through`]; its frames were counted when it was made). They are copied
+    /// into one reused buffer, so a write the transport takes only in part does not allocate.
+    fn push_wire(&mut self, slices: &[IoSlice<'_>], mut skip: usize) {
+        let total = slices.iter().map(|s| s.len()).sum::<usize>() - skip;
+        if total == 0 {
+            return;
+        }
+        if !self.staging.is_empty() {
+            self.pieces.push_back(self.staging.split().freeze());
+        }
+        // Everything cut from `spill` before was written (a through write needs an empty
+        // buffer), so its memory comes back unless it is too small.
+        if !self.spill.try_reclaim(total) {
+            self.spill = BytesMut::with_capacity(total.next_power_of_two());
+        }
+        for s in slices {
+            let k = skip.min(s.len());
+            skip -= k;
+            self.spill.extend_from_slice(&s[k..]);
+        }
+        self.len += total;
+        self.pieces.push_back(self.spill.split().freeze());
+    }
+
+    /// Whether a spill buffer is kept for reuse.
+    pub fn holds_spare(&self) -> bool {
+        self.spill.capacity() > 0
+    }
+
+    /// Lets go of the spill buffer (once the session has been quiet).
+    pub fn release_spare(&mut self) {
+        self.spill = BytesMut::new();
     }
 
     /// Makes room for `n` more staged bytes without growing a buffer whose start was already
