@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use rsmux::{
     frame::{Cmd, Header, HEADER_LEN},
     proto::{Connection, Progress, ReadOutcome, RecvBuffer, Role, TxBuf, MAX_IOVECS},
-    Config,
+    Config, Version,
 };
 
 /// Bytes moved per iteration of a transfer benchmark (all streams together, each way).
@@ -121,10 +121,7 @@ impl End {
 /// Two connected ends with `streams` streams open (client side opened them).
 fn pair(version: u8, streams: usize) -> (End, End, Instant) {
     let now = Instant::now();
-    let config = Config {
-        version,
-        ..Config::default()
-    };
+    let config = Config::default().with_version(Version::try_from(version).expect("1 or 2"));
     let mut client = End::new(&config, Role::Client, now);
     let mut server = End::new(&config, Role::Server, now);
     for _ in 0..streams {

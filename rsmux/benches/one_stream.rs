@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use rsmux::{Config, Session};
+use rsmux::{Config, Session, Version};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -41,10 +41,7 @@ fn main() {
         let (c, s) = (c.expect("connect"), s.expect("accept").0);
         c.set_nodelay(true).expect("nodelay");
         s.set_nodelay(true).expect("nodelay");
-        let config = Config {
-            version,
-            ..Config::default()
-        };
+        let config = Config::default().with_version(Version::try_from(version).expect("1 or 2"));
         let client = Session::client(c, config.clone()).expect("client");
         let server = Session::server(s, config).expect("server");
         let mut w = client.open_stream().await.expect("open");

@@ -390,7 +390,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadBuf};
 
     use super::*;
-    use crate::{Config, Session};
+    use crate::{Config, Session, Version};
 
     /// Where the application's write buffer lives, so the transport can tell a write that
     /// went through (its payload slice points into that buffer) from a queued one.
@@ -477,10 +477,7 @@ mod tests {
     async fn writes_through_to_the_transport_keep_the_byte_order() {
         for version in [1u8, 2] {
             let (a, b) = tokio::io::duplex(96 * 1024);
-            let cfg = Config {
-                version,
-                ..Config::default()
-            };
+            let cfg = Config::default().with_version(Version::try_from(version).expect("1 or 2"));
             let client = Session::client(
                 Choppy {
                     inner: a,
