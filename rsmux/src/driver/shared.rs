@@ -7,8 +7,6 @@ use std::{
     task::{Context, Waker},
 };
 
-use bytes::Bytes;
-
 use super::task::WriteThrough;
 use crate::proto::{Connection, Event, StreamId};
 
@@ -71,17 +69,14 @@ impl Shared {
     }
 
     /// Writes `data` for stream `id` straight to the transport when that is possible now;
-    /// `None` when it must be queued as usual. `Some(n)`: `n` bytes were taken. `owner`:
-    /// the `Bytes` that `data` is, if the application handed it over (what the transport does
-    /// not take is then queued as slices of it rather than copied).
+    /// `None` when it must be queued as usual. `Some(n)`: `n` bytes were taken.
     pub(crate) fn write_through(
         &self,
         cx: &mut Context<'_>,
         id: StreamId,
         data: &[u8],
-        owner: Option<&Bytes>,
     ) -> Option<usize> {
-        self.wire.get()?.write_through(self, cx, id, data, owner)
+        self.wire.get()?.write_through(self, cx, id, data)
     }
 
     /// Locks the session. A panic while locked cannot leave the core half-updated in a way

@@ -92,7 +92,7 @@ impl Handle {
     }
 
     fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        if let Some(n) = self.shared.write_through(cx, self.id, data, None) {
+        if let Some(n) = self.shared.write_through(cx, self.id, data) {
             return Poll::Ready(Ok(n));
         }
         self.poll_send(cx, |c, id| c.write(id, data, now()))
@@ -101,10 +101,6 @@ impl Handle {
     /// Queues all of `data` without copying it, waiting for room as needed.
     fn poll_write_chunk(&self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<Result<(), Error>> {
         while !data.is_empty() {
-            if let Some(n) = self.shared.write_through(cx, self.id, data, Some(data)) {
-                let _ = data.split_to(n);
-                continue;
-            }
             let mut inner = self.shared.lock();
             let res = inner.conn.write_chunk(self.id, data, now());
             if matches!(res, Ok(Progress::Blocked)) {

@@ -94,24 +94,6 @@ impl Through {
         let n = self.io_slices(data, &mut slices);
         tx.push_wire(&slices[..n], written);
     }
-
-    /// Like [`queue_rest`](Self::queue_rest) for a write the application handed over as
-    /// `data`: the payloads left are queued as slices of it, not copied.
-    pub fn queue_rest_shared(&self, data: &Bytes, mut written: usize, tx: &mut TxBuf) {
-        let mut at = 0;
-        for header in &self.headers[..self.frames] {
-            let payload = self.frame_len.min(self.len - at);
-            let skip = written.min(HEADER_LEN);
-            written -= skip;
-            tx.push_raw(&header[skip..]);
-            let skip = written.min(payload);
-            written -= skip;
-            if skip < payload {
-                tx.push_piece(data.slice(at + skip..at + payload));
-            }
-            at += payload;
-        }
-    }
 }
 
 /// Encoded frames waiting for the socket.
@@ -179,22 +161,6 @@ impl TxBuf {
         }
         self.len += total;
         self.pieces.push_back(self.spill.split().freeze());
-    }
-
-    /// Appends a few bytes that are already framed (a header).
-    fn push_raw(&mut self, bytes: &[u8]) {
-        self.len += bytes.len();
-        self.make_room(bytes.len());
-        self.staging.extend_from_slice(bytes);
-    }
-
-    /// Appends a payload piece that is already framed, without copying it.
-    fn push_piece(&mut self, piece: Bytes) {
-        if !self.staging.is_empty() {
-            self.pieces.push_back(self.staging.split().freeze());
-        }
-        self.len += piece.len();
-        self.pieces.push_back(piece);
     }
 
     /// Whether a spill buffer is kept for reuse.
