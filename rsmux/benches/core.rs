@@ -9,7 +9,9 @@ use std::{hint::black_box, io::IoSlice, time::Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rsmux::{
     frame::{Cmd, Header, HEADER_LEN},
-    proto::{Connection, Progress, ReadOutcome, RecvBuffer, Role, TxBuf, MAX_IOVECS},
+    proto::{
+        internals::MAX_IOVECS, Connection, Progress, ReadOutcome, RecvBuffer, Role, StreamId, TxBuf,
+    },
     Config, Version,
 };
 
@@ -69,7 +71,7 @@ struct End {
     rb: RecvBuffer,
     tx: TxBuf,
     /// Stream ids, in opening order.
-    ids: Vec<u32>,
+    ids: Vec<StreamId>,
 }
 
 impl End {
