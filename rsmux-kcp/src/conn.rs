@@ -5,8 +5,6 @@
 //! through [`Connection::handle_datagram`] and come out of [`Connection::poll_transmit`]; the
 //! clock is a `u32` millisecond count passed to every call that needs it.
 
-use std::collections::VecDeque;
-
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -76,7 +74,55 @@ struct Output {
     /// Header bytes in front of the KCP segments (crypt, and FEC if on).
     reserved: usize,
     rng: StdRng,
-    transmits: VecDeque<Vec<u8>>,
+    transmits: Datagrams,
+}
+
+/// Datagrams stored back to back in one buffer, so that queueing one allocates nothing once
+/// the buffer has grown to a flush's worth. [`Connection::take_transmits`] swaps two of them.
+#[derive(Debug, Default)]
+pub struct Datagrams {
+    bytes: Vec<u8>,
+    /// End offset of each datagram in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Datagrams {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of datagrams.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True if there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Removes every datagram, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// The datagrams in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(start, end)| &self.bytes[start..end])
+    }
+
+    /// Appends a datagram of `len` zero bytes and returns it to be filled in.
+    fn push_zeroed(&mut self, len: usize) -> &mut [u8] {
+        let start = self.bytes.len();
+        self.bytes.resize(start + len, 0);
+        self.ends.push(start + len);
+        &mut self.bytes[start..]
+    }
 }
 
 impl Connection {
@@ -99,7 +145,7 @@ impl Connection {
                 fec_enc,
                 reserved: config.reserved(),
                 rng: StdRng::from_entropy(),
-                transmits: VecDeque::new(),
+                transmits: Datagrams::new(),
             },
             stats: Stats::default(),
         }
@@ -178,14 +224,16 @@ impl Connection {
             .flush(&mut |seg| self.out.emit(seg, &self.crypt, &mut self.stats));
     }
 
-    /// True if datagrams wait for [`Connection::poll_transmit`].
+    /// True if datagrams wait for [`Connection::take_transmits`].
     pub fn has_transmits(&self) -> bool {
         !self.out.transmits.is_empty()
     }
 
-    /// The next datagram to send, if any.
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.out.transmits.pop_front()
+    /// Hands over the datagrams waiting to be sent: `into` (cleared first) and the queue swap
+    /// places, so the buffers of both are reused and nothing is copied.
+    pub fn take_transmits(&mut self, into: &mut Datagrams) {
+        into.clear();
+        std::mem::swap(into, &mut self.out.transmits);
     }
 
     /// Milliseconds from `now` until [`Connection::handle_timeout`] has work.
@@ -215,27 +263,26 @@ impl Connection {
 }
 
 impl Output {
-    /// Turns KCP segments into a datagram (and FEC parity datagrams), sealed and queued.
+    /// Turns KCP segments into a datagram (and FEC parity datagrams), sealed and queued;
+    /// allocates nothing once the queue's buffer has grown.
     fn emit(&mut self, segments: &[u8], crypt: &Crypt, stats: &mut Stats) {
         let reserved = self.reserved;
-        let mut datagram = vec![0u8; reserved + segments.len()];
+        let datagram = self.transmits.push_zeroed(reserved + segments.len());
         datagram[reserved..].copy_from_slice(segments);
-        let mut parity = Vec::new();
-        if let Some(enc) = &mut self.fec_enc {
-            enc.encode(&mut datagram[crypt::HEADER_SIZE..], |p| {
-                let mut d = vec![0u8; crypt::HEADER_SIZE + p.len()];
-                d[crypt::HEADER_SIZE..].copy_from_slice(p);
-                parity.push(d);
-            });
-        }
-        crypt.seal(&mut datagram, &mut self.rng);
-        self.transmits.push_back(datagram);
+        let group_done = match &mut self.fec_enc {
+            Some(enc) => enc.encode(&mut datagram[crypt::HEADER_SIZE..]),
+            None => false,
+        };
+        crypt.seal(datagram, &mut self.rng);
         stats.datagrams_out += 1;
-        for mut d in parity {
-            crypt.seal(&mut d, &mut self.rng);
-            self.transmits.push_back(d);
-            stats.datagrams_out += 1;
-            stats.fec_parity_out += 1;
+        if let (true, Some(enc)) = (group_done, &self.fec_enc) {
+            for p in enc.parity() {
+                let d = self.transmits.push_zeroed(crypt::HEADER_SIZE + p.len());
+                d[crypt::HEADER_SIZE..].copy_from_slice(p);
+                crypt.seal(d, &mut self.rng);
+                stats.datagrams_out += 1;
+                stats.fec_parity_out += 1;
+            }
         }
     }
 }
@@ -261,22 +308,25 @@ mod tests {
         let mut buf = vec![0u8; 8192];
         let mut now = 1u32;
         let mut n = 0;
+        let mut out = Datagrams::new();
         for _ in 0..100_000 {
             sent += a.send(&want[sent..]);
             a.flush(now);
             a.handle_timeout(now);
             b.handle_timeout(now);
-            while let Some(mut d) = a.poll_transmit() {
+            a.take_transmits(&mut out);
+            for d in out.iter() {
                 assert!(d.len() <= 1350);
                 n += 1;
                 if keep(n) {
-                    let _ = b.handle_datagram(now, &mut d);
+                    let _ = b.handle_datagram(now, &mut d.to_vec());
                 }
             }
-            while let Some(mut d) = b.poll_transmit() {
+            b.take_transmits(&mut out);
+            for d in out.iter() {
                 n += 1;
                 if keep(n) {
-                    let _ = a.handle_datagram(now, &mut d);
+                    let _ = a.handle_datagram(now, &mut d.to_vec());
                 }
             }
             loop {
@@ -394,7 +444,7 @@ mod tests {
             crypt.seal(&mut d, &mut rng);
             let _ = conn.handle_datagram(i, &mut d);
             conn.handle_timeout(i);
-            while conn.poll_transmit().is_some() {}
+            conn.take_transmits(&mut Datagrams::new());
             let mut buf = [0u8; 512];
             conn.recv(&mut buf);
         }

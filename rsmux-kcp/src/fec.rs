@@ -50,15 +50,19 @@ pub fn shard_type(payload: &[u8]) -> Option<u16> {
     (t == TYPE_DATA || t == TYPE_PARITY).then_some(t)
 }
 
-/// Adds FEC headers to outgoing payloads and makes parity datagrams.
+/// Adds FEC headers to outgoing payloads and makes parity datagrams. Its buffers are reused
+/// from group to group: encoding allocates nothing once they reached the MTU.
 pub struct Encoder {
     rs: ReedSolomon,
     data: usize,
     parity: usize,
     next_seqid: u32,
     wrap: u32,
-    /// Bytes `[6..]` of the data shards of the current group.
+    /// Bytes `[6..]` of the data shards of the current group (the first `filled`).
     shards: Vec<Vec<u8>>,
+    filled: usize,
+    /// Parity payloads of the last completed group, headers included.
+    parity_out: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -82,7 +86,9 @@ impl Encoder {
             parity,
             next_seqid: 0,
             wrap: (u32::MAX / group) * group,
-            shards: Vec::with_capacity(data),
+            shards: vec![Vec::new(); data],
+            filled: 0,
+            parity_out: vec![Vec::new(); parity],
         })
     }
 
@@ -92,36 +98,52 @@ impl Encoder {
         id
     }
 
-    /// Writes the header into `packet[..8]`, whose KCP bytes start at `packet[8..]`; when this
-    /// completes a group, calls `emit_parity` with each parity payload (header included).
-    pub fn encode(&mut self, packet: &mut [u8], mut emit_parity: impl FnMut(&[u8])) {
+    /// Writes the header into `packet[..8]`, whose KCP bytes start at `packet[8..]`. Returns
+    /// true when this completes a group: its parity payloads are then in
+    /// [`Encoder::parity`].
+    pub fn encode(&mut self, packet: &mut [u8]) -> bool {
         assert!(packet.len() >= HEADER_SIZE && packet.len() - 6 <= u16::MAX as usize);
         let seqid = self.take_seqid();
         packet[..4].copy_from_slice(&seqid.to_le_bytes());
         packet[4..6].copy_from_slice(&TYPE_DATA.to_le_bytes());
         let size = (packet.len() - 6) as u16;
         packet[6..8].copy_from_slice(&size.to_le_bytes());
-        self.shards.push(packet[6..].to_vec());
-        if self.shards.len() < self.data {
-            return;
+        let shard = &mut self.shards[self.filled];
+        shard.clear();
+        shard.extend_from_slice(&packet[6..]);
+        self.filled += 1;
+        if self.filled < self.data {
+            return false;
         }
+        self.filled = 0;
         let len = self.shards.iter().map(Vec::len).max().unwrap_or(0);
         for s in &mut self.shards {
             s.resize(len, 0);
         }
-        let mut parity = vec![vec![0u8; len]; self.parity];
-        self.rs
-            .encode_sep(&self.shards, &mut parity)
-            .expect("equal shard lengths");
-        self.shards.clear();
-        let mut out = vec![0u8; 6 + len];
-        for p in parity {
+        // Each parity payload is its header followed by the parity bytes.
+        let mut parity = std::mem::take(&mut self.parity_out);
+        for p in &mut parity {
+            p.clear();
+            p.resize(6 + len, 0);
             let seqid = self.take_seqid();
-            out[..4].copy_from_slice(&seqid.to_le_bytes());
-            out[4..6].copy_from_slice(&TYPE_PARITY.to_le_bytes());
-            out[6..].copy_from_slice(&p);
-            emit_parity(&out);
+            p[..4].copy_from_slice(&seqid.to_le_bytes());
+            p[4..6].copy_from_slice(&TYPE_PARITY.to_le_bytes());
         }
+        let mut bodies: [&mut [u8]; 255] = std::array::from_fn(|_| Default::default());
+        for (body, p) in bodies.iter_mut().zip(parity.iter_mut()) {
+            *body = &mut p[6..];
+        }
+        self.rs
+            .encode_sep(&self.shards, &mut bodies[..self.parity])
+            .expect("equal shard lengths");
+        self.parity_out = parity;
+        true
+    }
+
+    /// The parity payloads (FEC header included) of the group the last
+    /// [`Encoder::encode`] completed.
+    pub fn parity(&self) -> impl Iterator<Item = &[u8]> {
+        self.parity_out.iter().map(Vec::as_slice)
     }
 }
 
@@ -151,6 +173,10 @@ pub struct Decoder {
     mismatched: bool,
     confirmed: bool,
     tuner: Tuner,
+    /// Emptied shard buffers and group tables, reused so that steady traffic allocates
+    /// nothing (at most one table per group held and [`MAX_GROUPS`] groups' worth of shards).
+    spare_shards: Vec<Vec<u8>>,
+    spare_tables: Vec<Vec<Option<Vec<u8>>>>,
 }
 
 /// How many groups `group` lies behind `newest` in a group-id space of `space` ids (which
@@ -171,13 +197,26 @@ const TUNER_CONFIRMATIONS: u32 = 2;
 /// group start (`x ≡ 0 mod d+p`) and a data shard followed by parity marks the first parity
 /// (`x ≡ d`). The gcd of the distances between group starts is the group size once a few
 /// starts agree; `d` is the offset of a first parity from a start.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Tuner {
-    recent: BTreeMap<u32, bool>,
+    /// Recently seen seqids: slot `seqid % TUNER_WINDOW` holds `(seqid, is parity)`.
+    recent: [Option<(u32, bool)>; TUNER_WINDOW],
     last_start: Option<u32>,
     period: u32,
     confirmations: u32,
     parity_start: Option<u32>,
+}
+
+impl Default for Tuner {
+    fn default() -> Self {
+        Tuner {
+            recent: [None; TUNER_WINDOW],
+            last_start: None,
+            period: 0,
+            confirmations: 0,
+            parity_start: None,
+        }
+    }
 }
 
 fn gcd(mut a: u32, mut b: u32) -> u32 {
@@ -190,19 +229,25 @@ fn gcd(mut a: u32, mut b: u32) -> u32 {
 impl Tuner {
     /// Records one shard; returns the sender's `(data, parity)` once confident.
     fn sample(&mut self, seqid: u32, parity: bool) -> Option<(usize, usize)> {
-        if self.recent.insert(seqid, parity).is_some() {
+        if self.seen(seqid).is_some() {
             return None;
         }
-        if self.recent.len() > TUNER_WINDOW {
-            self.recent.pop_first();
-        }
-        if let Some(&before) = seqid.checked_sub(1).and_then(|s| self.recent.get(&s)) {
+        self.recent[seqid as usize % TUNER_WINDOW] = Some((seqid, parity));
+        if let Some(before) = seqid.checked_sub(1).and_then(|s| self.seen(s)) {
             self.boundary(seqid, before, parity);
         }
-        if let Some(&after) = seqid.checked_add(1).and_then(|s| self.recent.get(&s)) {
+        if let Some(after) = seqid.checked_add(1).and_then(|s| self.seen(s)) {
             self.boundary(seqid + 1, parity, after);
         }
         self.estimate()
+    }
+
+    /// Whether `seqid` was a parity shard, if it is among the recent ones.
+    fn seen(&self, seqid: u32) -> Option<bool> {
+        match self.recent[seqid as usize % TUNER_WINDOW] {
+            Some((s, parity)) if s == seqid => Some(parity),
+            _ => None,
+        }
     }
 
     fn boundary(&mut self, at: u32, before_parity: bool, after_parity: bool) {
@@ -272,6 +317,20 @@ fn shard_body(body: &[u8]) -> Option<&[u8]> {
 }
 
 impl Decoder {
+    /// Keeps a forgotten group's table and shard buffers for reuse.
+    fn recycle(&mut self, mut table: Vec<Option<Vec<u8>>>) {
+        let n = self.data + self.parity;
+        for mut shard in table.drain(..).flatten() {
+            if self.spare_shards.len() < MAX_GROUPS * n {
+                shard.clear();
+                self.spare_shards.push(shard);
+            }
+        }
+        if self.spare_tables.len() < MAX_GROUPS {
+            self.spare_tables.push(table);
+        }
+    }
+
     /// A decoder for groups of `data` + `parity` shards.
     pub fn new(data: usize, parity: usize) -> Result<Self, ShardError> {
         Ok(Decoder {
@@ -283,6 +342,8 @@ impl Decoder {
             mismatched: false,
             confirmed: false,
             tuner: Tuner::default(),
+            spare_shards: Vec::new(),
+            spare_tables: Vec::new(),
         })
     }
 
@@ -361,12 +422,16 @@ impl Decoder {
                 if age(group_id) > age(oldest) {
                     return out;
                 }
-                self.groups.remove(&oldest);
+                if let Some(old) = self.groups.remove(&oldest) {
+                    self.recycle(old.shards);
+                }
             }
+            let mut shards = self.spare_tables.pop().unwrap_or_default();
+            shards.resize_with(n, || None);
             self.groups.insert(
                 group_id,
                 Group {
-                    shards: vec![None; n],
+                    shards,
                     have: 0,
                     done: false,
                 },
@@ -376,7 +441,9 @@ impl Decoder {
         if group.done || group.shards[index].is_some() {
             return out;
         }
-        group.shards[index] = Some(body.to_vec());
+        let mut shard = self.spare_shards.pop().unwrap_or_default();
+        shard.extend_from_slice(body);
+        group.shards[index] = Some(shard);
         group.have += 1;
         let data_have = group.shards[..self.data]
             .iter()
@@ -384,7 +451,15 @@ impl Decoder {
             .count();
         if data_have == self.data {
             group.done = true;
-            group.shards = Vec::new();
+            // Keep the (emptied) table until the group is forgotten; reuse the shards.
+            for slot in &mut group.shards {
+                if let Some(mut shard) = slot.take() {
+                    if self.spare_shards.len() < MAX_GROUPS * n {
+                        shard.clear();
+                        self.spare_shards.push(shard);
+                    }
+                }
+            }
             return out;
         }
         // Rebuild only once the sender's grouping is confirmed by the seqid pattern: with a
@@ -438,7 +513,9 @@ mod tests {
                 *b = (i * 31 + j) as u8;
             }
             let mut parity = Vec::new();
-            enc.encode(&mut pkt, |p| parity.push(p.to_vec()));
+            if enc.encode(&mut pkt) {
+                parity.extend(enc.parity().map(<[u8]>::to_vec));
+            }
             out.push(pkt);
             out.extend(parity);
         }
@@ -504,7 +581,9 @@ mod tests {
             let mut pkt = vec![0u8; HEADER_SIZE + 30 + i % 5];
             pkt[HEADER_SIZE] = i as u8;
             let mut parity = Vec::new();
-            enc.encode(&mut pkt, |x| parity.push(x.to_vec()));
+            if enc.encode(&mut pkt) {
+                parity.extend(enc.parity().map(<[u8]>::to_vec));
+            }
             pkts.push(pkt);
             pkts.extend(parity);
         }
@@ -543,7 +622,9 @@ mod tests {
             let mut pkt = vec![0u8; HEADER_SIZE + 10];
             pkt[8] = i as u8;
             let mut parity = Vec::new();
-            enc.encode(&mut pkt, |p| parity.push(p.to_vec()));
+            if enc.encode(&mut pkt) {
+                parity.extend(enc.parity().map(<[u8]>::to_vec));
+            }
             // Lose every other data shard and all parity: nothing recoverable.
             if i % 2 == 0 {
                 let r = dec.decode(&pkt);

@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Buf, Bytes};
+use bytes::Buf;
 
 /// Bytes of KCP segment header.
 pub const OVERHEAD: usize = 24;
@@ -37,6 +37,8 @@ const THRESH_INIT: u32 = 2;
 const THRESH_MIN: u32 = 2;
 /// Transmissions of one segment after which the link counts as dead.
 pub const DEAD_LINK: u32 = 20;
+/// Period (ms) after which spare segment buffers that went unused are released.
+const SPARE_TRIM_INTERVAL: u32 = 1_000;
 
 /// Signed distance `later - earlier` on a wrapping u32 clock or sequence space.
 fn diff(later: u32, earlier: u32) -> i32 {
@@ -86,7 +88,7 @@ struct SendSeg {
     rto: u32,
     fast_ack: u32,
     xmit: u32,
-    data: Bytes,
+    data: Vec<u8>,
 }
 
 /// Reads the conversation id of a datagram's first segment.
@@ -129,11 +131,21 @@ pub struct Kcp {
     /// Sent, unacknowledged segments in sn order.
     snd_buf: VecDeque<SendSeg>,
     /// Out-of-order receive slots: index `i` holds sn `rcv_nxt + i`.
-    rcv_buf: VecDeque<Option<Bytes>>,
+    rcv_buf: VecDeque<Option<Vec<u8>>>,
     /// In-order received segments for the application.
-    rcv_queue: VecDeque<Bytes>,
+    rcv_queue: VecDeque<Vec<u8>>,
+    /// Bytes of `rcv_queue`'s front segment already read.
+    rcv_read: usize,
     acklist: Vec<(u32, u32)>,
     out: Vec<u8>,
+    /// Emptied segment buffers, reused so that steady traffic allocates nothing. At most
+    /// what the windows held at once; those not drawn on for [`SPARE_TRIM_INTERVAL`] are
+    /// released, so an idle connection keeps none.
+    spare: Vec<Vec<u8>>,
+    /// Fewest spare buffers there were since the last trim (those were not needed).
+    spare_low: usize,
+    /// When the next trim is due.
+    spare_trim_at: u32,
 }
 
 impl std::fmt::Debug for Kcp {
@@ -200,9 +212,52 @@ impl Kcp {
             snd_buf: VecDeque::new(),
             rcv_buf: VecDeque::new(),
             rcv_queue: VecDeque::new(),
+            rcv_read: 0,
             acklist: Vec::new(),
             out: Vec::with_capacity(params.mtu),
+            spare: Vec::new(),
+            spare_low: 0,
+            spare_trim_at: 0,
         }
+    }
+
+    /// An empty segment buffer, reused if one is spare.
+    fn take_buffer(&mut self) -> Vec<u8> {
+        match self.spare.pop() {
+            Some(buffer) => {
+                self.spare_low = self.spare_low.min(self.spare.len());
+                buffer
+            }
+            None => {
+                self.spare_low = 0;
+                Vec::with_capacity(self.mss)
+            }
+        }
+    }
+
+    /// Keeps an emptied segment buffer for reuse.
+    fn recycle(&mut self, mut buffer: Vec<u8>) {
+        buffer.clear();
+        self.spare.push(buffer);
+    }
+
+    /// Releases the spare buffers no take drew on since the last trim.
+    fn trim_spare(&mut self) {
+        if diff(self.current, self.spare_trim_at) < 0 {
+            return;
+        }
+        self.spare
+            .truncate(self.spare.len() - self.spare_low.min(self.spare.len()));
+        if self.spare.is_empty() {
+            self.spare = Vec::new();
+        }
+        self.spare_low = self.spare.len();
+        self.spare_trim_at = self.current.wrapping_add(SPARE_TRIM_INTERVAL);
+    }
+
+    /// Spare segment buffers held for reuse (for tests of the memory bound).
+    pub fn spare_buffers(&self) -> usize {
+        self.spare.len()
     }
 
     /// The conversation id.
@@ -248,7 +303,7 @@ impl Kcp {
         }
         while !data.is_empty() && self.wait_snd() < self.snd_wnd as usize {
             let n = self.mss.min(data.len());
-            let mut seg = Vec::with_capacity(self.mss);
+            let mut seg = self.take_buffer();
             seg.extend_from_slice(&data[..n]);
             self.snd_queue.push_back(seg);
             data = &data[n..];
@@ -277,15 +332,18 @@ impl Kcp {
         let was_full = self.rcv_queue.len() >= self.rcv_wnd as usize;
         let mut n = 0;
         while n < buf.len() {
-            let Some(front) = self.rcv_queue.front_mut() else {
+            let Some(front) = self.rcv_queue.front() else {
                 break;
             };
-            let k = front.len().min(buf.len() - n);
-            buf[n..n + k].copy_from_slice(&front[..k]);
-            front.advance(k);
+            let unread = &front[self.rcv_read..];
+            let k = unread.len().min(buf.len() - n);
+            buf[n..n + k].copy_from_slice(&unread[..k]);
+            self.rcv_read += k;
             n += k;
-            if front.is_empty() {
-                self.rcv_queue.pop_front();
+            if self.rcv_read == front.len() {
+                self.rcv_read = 0;
+                let seg = self.rcv_queue.pop_front().expect("front exists");
+                self.recycle(seg);
             }
         }
         self.move_buf();
@@ -302,7 +360,9 @@ impl Kcp {
                 Some(Some(_)) => {
                     let seg = self.rcv_buf.pop_front().flatten().expect("checked");
                     self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
-                    if !seg.is_empty() {
+                    if seg.is_empty() {
+                        self.recycle(seg);
+                    } else {
                         self.rcv_queue.push_back(seg);
                     }
                 }
@@ -337,7 +397,8 @@ impl Kcp {
 
     fn parse_una(&mut self, una: u32) {
         while self.snd_buf.front().is_some_and(|s| diff(una, s.sn) > 0) {
-            self.snd_buf.pop_front();
+            let seg = self.snd_buf.pop_front().expect("front exists");
+            self.recycle(seg.data);
         }
     }
 
@@ -346,7 +407,9 @@ impl Kcp {
             return;
         }
         if let Ok(i) = self.snd_buf.binary_search_by(|s| diff(s.sn, sn).cmp(&0)) {
-            self.snd_buf.remove(i);
+            if let Some(seg) = self.snd_buf.remove(i) {
+                self.recycle(seg.data);
+            }
         }
     }
 
@@ -371,10 +434,12 @@ impl Kcp {
         }
         let i = offset as usize;
         if self.rcv_buf.len() <= i {
-            self.rcv_buf.resize(i + 1, None);
+            self.rcv_buf.resize_with(i + 1, || None);
         }
         if self.rcv_buf[i].is_none() {
-            self.rcv_buf[i] = Some(Bytes::copy_from_slice(data));
+            let mut seg = self.take_buffer();
+            seg.extend_from_slice(data);
+            self.rcv_buf[i] = Some(seg);
         }
         self.move_buf();
     }
@@ -552,7 +617,7 @@ impl Kcp {
                 rto: self.rto,
                 fast_ack: 0,
                 xmit: 0,
-                data: data.into(),
+                data,
             });
             self.snd_nxt = self.snd_nxt.wrapping_add(1);
         }
@@ -633,7 +698,9 @@ impl Kcp {
         if !self.updated {
             self.updated = true;
             self.ts_flush = now;
+            self.spare_trim_at = now.wrapping_add(SPARE_TRIM_INTERVAL);
         }
+        self.trim_spare();
         let mut slap = diff(now, self.ts_flush);
         if !(-10_000..10_000).contains(&slap) {
             self.ts_flush = now;
@@ -801,6 +868,41 @@ mod tests {
             }
         }
         assert!(a.retransmits() > 0 && sent > 1);
+    }
+
+    #[test]
+    fn segment_buffers_are_reused_and_released_when_idle() {
+        let mut a = Kcp::new(3, &params());
+        let mut b = Kcp::new(3, &params());
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut now = 0;
+        let mut step = |a: &mut Kcp, b: &mut Kcp, now: u32| {
+            let (mut to_b, mut to_a) = (Vec::new(), Vec::new());
+            a.update(now, &mut |d| to_b.push(d.to_vec()));
+            b.update(now, &mut |d| to_a.push(d.to_vec()));
+            for d in to_b {
+                b.set_now(now);
+                b.input(&d, true).unwrap();
+            }
+            for d in to_a {
+                a.set_now(now);
+                a.input(&d, true).unwrap();
+            }
+            while b.recv(&mut buf) > 0 {}
+        };
+        for _ in 0..200 {
+            a.send(&[7u8; 20_000]);
+            step(&mut a, &mut b, now);
+            now += 10;
+        }
+        // Acked and read segments went back to the pools.
+        assert!(a.spare_buffers() > 0 && b.spare_buffers() > 0);
+        for _ in 0..300 {
+            step(&mut a, &mut b, now);
+            now += 10;
+        }
+        assert_eq!(a.wait_snd(), 0);
+        assert_eq!((a.spare_buffers(), b.spare_buffers()), (0, 0));
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub mod snappy;
 mod stream;
 
 pub use config::{ConfigError, KcpConfig, Mode};
-pub use conn::Stats;
+pub use conn::{Datagrams, Stats};
 pub use crypt::CryptKind;
 pub use listener::{KcpListener, ListenerStats};
 pub use stream::{KcpStream, StatsHandle};

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use crate::config::KcpConfig;
-use crate::conn::{Connection, Stats};
+use crate::conn::{Connection, Datagrams, Stats};
 use crate::crypt::{Crypt, MTU_LIMIT};
 use crate::snappy::Snappy;
 
@@ -133,7 +133,7 @@ pub(crate) enum Route {
 pub(crate) async fn drive(inner: Arc<Inner>, socket: Arc<UdpSocket>, route: Route) {
     let client = matches!(route, Route::Connected);
     let mut buf = vec![0u8; MTU_LIMIT + 1];
-    let mut batch = Vec::new();
+    let mut batch = Datagrams::new();
     loop {
         let (wait, done) = {
             let mut s = inner.lock();
@@ -152,9 +152,7 @@ pub(crate) async fn drive(inner: Arc<Inner>, socket: Arc<UdpSocket>, route: Rout
                     "no datagram from the KCP peer within the idle timeout",
                 );
             }
-            while let Some(d) = s.conn.poll_transmit() {
-                batch.push(d);
-            }
+            s.conn.take_transmits(&mut batch);
             s.wake();
             let drained = s.conn.kcp().wait_snd() == 0;
             let done = s.error.is_some() || (client && s.local_closed && drained);
@@ -162,12 +160,12 @@ pub(crate) async fn drive(inner: Arc<Inner>, socket: Arc<UdpSocket>, route: Rout
                 .min(s.idle_timeout.saturating_sub(idle));
             (wait, done)
         };
-        for d in batch.drain(..) {
+        for d in batch.iter() {
             // UDP send errors (e.g. ICMP unreachable reported on a connected socket) are
             // transient for KCP: the segment is resent later.
             let _ = match &route {
-                Route::Connected => socket.send(&d).await,
-                Route::Shared { peer, .. } => socket.send_to(&d, *peer).await,
+                Route::Connected => socket.send(d).await,
+                Route::Shared { peer, .. } => socket.send_to(d, *peer).await,
             };
         }
         if done {
