@@ -59,11 +59,23 @@ impl Counters {
 /// A KCP server socket: every new source address that sends a valid first datagram (right
 /// key and cipher, a PUSH or ACK segment) becomes a [`KcpStream`] from [`KcpListener::accept`].
 ///
-/// Memory is bounded: at most [`KcpConfig::max_peers`] peers are tracked and at most
-/// [`KcpConfig::accept_backlog`] connections wait for `accept`; datagrams from further new
-/// addresses are dropped (and counted), and a peer silent for [`KcpConfig::idle_timeout`] is
-/// forgotten. Each peer holds at most about `2 × rcv_wnd + snd_wnd` segments of `mtu` bytes (its
-/// KCP windows) plus a few FEC groups, so the total is bounded by `max_peers` times that.
+/// Memory is bounded, whatever arrives from however many (spoofed) addresses:
+/// - a datagram from an unknown address creates nothing unless it passes the crypt check
+///   (right key and cipher, CRC32) and starts with a well-formed PUSH or ACK segment; garbage,
+///   truncated or wrong-key datagrams are only counted ([`ListenerStats::invalid_datagrams`]);
+/// - at most [`KcpConfig::max_peers`] peers (1024 by default) are tracked and at most
+///   [`KcpConfig::accept_backlog`] connections wait for `accept`; datagrams from further new
+///   addresses are dropped and counted ([`ListenerStats::rejected_peers`]); peers already
+///   tracked, such as real sessions that predate a flood, are never displaced;
+/// - a peer silent for [`KcpConfig::idle_timeout`] (60 s) is forgotten.
+///
+/// A peer opened by one forged datagram costs about 29 KB of heap (KCP and FEC state, its
+/// stream; snappy's buffers are only made on the first write), measured in `tests/flood.rs`.
+/// A peer that keeps sending can make its connection hold at most its KCP windows, about
+/// `2 × rcv_wnd + snd_wnd` segments of `mtu` bytes, plus [`crate::fec::MAX_GROUPS`] FEC groups;
+/// the total is bounded by `max_peers` times that. With `--crypt none` anyone can forge
+/// datagrams that pass the check (kcptun's crypt is unauthenticated in any case), so lower
+/// `max_peers` where that matters.
 /// Dropping the listener stops accepting; connections already made live on.
 pub struct KcpListener {
     accepted: Mutex<mpsc::Receiver<(KcpStream, SocketAddr)>>,

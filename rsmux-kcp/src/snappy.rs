@@ -33,7 +33,9 @@ fn invalid(msg: &'static str) -> io::Error {
 /// Snappy framing over `T`.
 pub struct Snappy<T> {
     inner: T,
-    encoder: snap::write::FrameEncoder<Vec<u8>>,
+    /// Made on the first write: its buffers take ~140 KB, which a connection that never
+    /// writes (a forged peer of a listener) should not cost.
+    encoder: Option<Box<snap::write::FrameEncoder<Vec<u8>>>>,
     /// Encoded bytes not yet written to `inner`.
     out: Vec<u8>,
     out_pos: usize,
@@ -57,7 +59,7 @@ impl<T> Snappy<T> {
     pub fn new(inner: T) -> Self {
         Snappy {
             inner,
-            encoder: snap::write::FrameEncoder::new(Vec::new()),
+            encoder: None,
             out: Vec::new(),
             out_pos: 0,
             decoder: snap::raw::Decoder::new(),
@@ -189,9 +191,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Snappy<T> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
         let n = buf.len().min(MAX_BLOCK);
-        this.encoder.write_all(&buf[..n])?;
-        this.encoder.flush()?;
-        std::mem::swap(this.encoder.get_mut(), &mut this.out);
+        let encoder = this
+            .encoder
+            .get_or_insert_with(|| Box::new(snap::write::FrameEncoder::new(Vec::new())));
+        encoder.write_all(&buf[..n])?;
+        encoder.flush()?;
+        std::mem::swap(encoder.get_mut(), &mut this.out);
         // Start writing now; what does not fit waits for the next write or flush.
         if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
             return Poll::Ready(Err(e));

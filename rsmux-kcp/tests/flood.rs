@@ -1,0 +1,191 @@
+//! A flood from thousands of source addresses against a `KcpListener`: garbage, and
+//! well-formed datagrams that pass the crypt check (`--crypt none`: anyone can forge them)
+//! but belong to no real client. The listener's per-peer state stays within `max_peers`, heap
+//! growth stays within `max_peers` times a per-peer bound (a counting global allocator keeps
+//! the live heap bytes), and a real session established before the flood moves 4 MiB each
+//! way byte-exact while a second flood runs.
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use rsmux_kcp::conn::Connection;
+use rsmux_kcp::crypt::Crypt;
+use rsmux_kcp::{CryptKind, Datagrams, KcpConfig, KcpListener, KcpStream, ListenerStats};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UdpSocket;
+
+struct Counting;
+
+/// Heap bytes in use by the whole test process.
+static LIVE: AtomicI64 = AtomicI64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Peers the listener may track in this test.
+const MAX_PEERS: usize = 64;
+/// Source addresses per flood.
+const SOURCES: usize = 2_000;
+/// Heap one forged peer may cost: its KCP/FEC state, its stream and the test's accept loop
+/// holding the stream (measured: about 25 KB; see the eprintln).
+const PER_PEER_BOUND: i64 = 64 * 1024;
+
+/// The first datagram of a conversation `conv` as a real client would send it (PUSH sn 0).
+fn forged_datagram(conv: u32, config: &KcpConfig, crypt: &Crypt) -> Vec<u8> {
+    let mut c = Connection::new(conv, config, crypt.clone());
+    assert_eq!(c.send(&[0x5a; 200]), 200);
+    c.flush(0);
+    let mut out = Datagrams::new();
+    c.take_transmits(&mut out);
+    let first = out.iter().next().expect("one datagram").to_vec();
+    first
+}
+
+/// `count` sources, each on its own 127.x.y.z address, send one garbage datagram and one
+/// forged first datagram; waits until the listener has dealt with all of them.
+async fn flood(
+    listener: &KcpListener,
+    config: &KcpConfig,
+    first_source: usize,
+    count: usize,
+    max_peers_seen: &mut u64,
+) {
+    let crypt = Crypt::new(config.crypt, &config.key);
+    let target = listener.local_addr();
+    let start = listener.stats();
+    let mut seed = first_source as u64 * 0x9e37_79b9;
+    for batch in (0..count).collect::<Vec<_>>().chunks(50) {
+        for &i in batch {
+            let n = first_source + i;
+            let ip = Ipv4Addr::new(127, 1 + (n >> 16) as u8, (n >> 8) as u8, n as u8);
+            let socket = UdpSocket::bind(SocketAddr::from((ip, 0))).await.unwrap();
+            let garbage: Vec<u8> = (0..40 + n % 300)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    (seed >> 33) as u8
+                })
+                .collect();
+            socket.send_to(&garbage, target).await.unwrap();
+            let forged = forged_datagram(0x1000_0000 + n as u32, config, &crypt);
+            socket.send_to(&forged, target).await.unwrap();
+        }
+        let sent = (batch[batch.len() - 1] + 1) as u64;
+        // Every garbage datagram is counted invalid; every forged one made a peer or was
+        // refused (peers are not forgotten within this test: the idle timeout is longer).
+        let accounted = |s: &ListenerStats| {
+            s.invalid_datagrams - start.invalid_datagrams >= sent
+                && (s.rejected_peers - start.rejected_peers) + (s.peers - start.peers) >= sent
+        };
+        let waited = tokio::time::timeout(Duration::from_secs(20), listener.stats_reach(accounted));
+        waited.await.unwrap_or_else(|_| {
+            panic!(
+                "listener did not account for {sent} sources: {:?}",
+                listener.stats()
+            )
+        });
+        *max_peers_seen = (*max_peers_seen).max(listener.stats().peers);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_from_many_addresses_keeps_memory_bounded_and_the_real_session_working() {
+    let config = KcpConfig {
+        crypt: CryptKind::None,
+        max_peers: MAX_PEERS,
+        accept_backlog: 16,
+        ..KcpConfig::kcptun_server()
+    };
+    let listener = KcpListener::bind("127.0.0.1:0", &config).await.unwrap();
+    let mut real = KcpStream::connect(listener.local_addr(), &config)
+        .await
+        .unwrap();
+    real.write_all(b"real").await.unwrap();
+    let (mut served, _) = listener.accept().await.unwrap();
+    let mut hello = [0u8; 4];
+    served.read_exact(&mut hello).await.unwrap();
+    assert_eq!(&hello, b"real");
+    // The real server side echoes.
+    let echo = tokio::spawn(async move {
+        let (mut r, mut w) = tokio::io::split(served);
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    });
+    // Like `rsmux kcptun server`, accept every connection and keep it.
+    let listener = std::sync::Arc::new(listener);
+    let accepting = {
+        let listener = listener.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        })
+    };
+
+    let mut max_peers_seen = 0;
+    let before = LIVE.load(Ordering::Relaxed);
+    flood(&listener, &config, 0, SOURCES, &mut max_peers_seen).await;
+    let grown = LIVE.load(Ordering::Relaxed) - before;
+    let stats = listener.stats();
+    eprintln!(
+        "after {SOURCES} sources: {stats:?}; heap grew {grown} bytes, {} per peer",
+        grown / stats.peers.max(1) as i64
+    );
+    assert_eq!(stats.peers, MAX_PEERS as u64, "{stats:?}");
+    assert!(
+        stats.rejected_peers >= (SOURCES - MAX_PEERS) as u64,
+        "{stats:?}"
+    );
+    assert!(
+        grown <= MAX_PEERS as i64 * PER_PEER_BOUND,
+        "heap grew {grown} bytes for {MAX_PEERS} peers"
+    );
+
+    // A second flood from new addresses while the real session moves 4 MiB each way.
+    let data = support::payload(4 << 20, 11);
+    let transfer = async {
+        let (mut r, mut w) = tokio::io::split(&mut real);
+        let write = async {
+            w.write_all(&data).await.unwrap();
+        };
+        let read = async {
+            let mut got = vec![0u8; data.len()];
+            r.read_exact(&mut got).await.unwrap();
+            got
+        };
+        let ((), got) = tokio::join!(write, read);
+        assert!(got == data, "echo differs");
+    };
+    let (_, ()) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(
+            transfer,
+            flood(&listener, &config, SOURCES, SOURCES, &mut max_peers_seen)
+        )
+    })
+    .await
+    .expect("transfer during the flood timed out");
+    assert!(max_peers_seen <= MAX_PEERS as u64, "{max_peers_seen} peers");
+    assert_eq!(real.stats().crypt_errors, 0);
+    echo.abort();
+    accepting.abort();
+}
