@@ -459,3 +459,65 @@ fn rsmux_client_to_real_kcptun_server_same_non_default_command_line() {
         echo_small_and_large(client.addr).await;
     });
 }
+
+/// One echo of `data` through `addr` that reports failure (the connection closed or reset,
+/// the echo differs) instead of panicking: used while a tunnel may still be broken.
+async fn try_echo(addr: SocketAddr, data: &[u8]) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let (mut r, mut w) = tcp.into_split();
+    let write = async { w.write_all(data).await.is_ok() };
+    let read = async {
+        let mut got = vec![0u8; data.len()];
+        r.read_exact(&mut got).await.is_ok() && got == data
+    };
+    let (wrote, read) = tokio::join!(write, read);
+    wrote && read
+}
+
+/// Like kcptun-client, `rsmux kcptun client` dials a new session when its session dies: here
+/// the real kcptun-server is killed and started again on the same port. The old session
+/// hears nothing back from the new server (KCP has no reset; the new server cannot continue
+/// a stream it never saw), so it ends by the smux keepalive timeout (shortened to 3 s with the
+/// hidden --keepalive-timeout; kcptun's is 30 s) and the next connection goes over a new
+/// session. Connections are tried until one echoes, each for at most 2 s.
+#[test]
+fn client_redials_when_the_server_restarts() {
+    let rt = runtime();
+    rt.block_on(async {
+        let target = tcp_echo_target().await.to_string();
+        let udp = free_udp_port();
+        let server_args = ["-l", &udp, "-t", &target, "--key", KEY];
+        let server = Kcptun::start("kcptun-server", &server_args);
+        let client = rsmux_kcptun_client(&udp, &["--keepalive", "1", "--keepalive-timeout", "3"]);
+        within(Duration::from_secs(20), "echo before the restart", async {
+            echo_through(client.addr, pattern(40, 200_000), Shutdown::AfterEcho).await
+        })
+        .await;
+        drop(server);
+        let _server = Kcptun::start("kcptun-server", &server_args);
+        let attempts = within(
+            Duration::from_secs(30),
+            "an echo after the restart",
+            async {
+                let data = pattern(41, 100_000);
+                let mut attempts = 1;
+                while !matches!(
+                    tokio::time::timeout(Duration::from_secs(2), try_echo(client.addr, &data))
+                        .await,
+                    Ok(true)
+                ) {
+                    attempts += 1;
+                }
+                attempts
+            },
+        )
+        .await;
+        let log = client.stderr();
+        assert!(log.contains("re-dialling"), "{log}");
+        assert_eq!(log.matches("dialled").count(), 2, "{log}");
+        eprintln!("working again after {attempts} attempt(s)");
+    });
+}

@@ -122,6 +122,9 @@ pub struct KcpConfig {
     /// `--sockbuf`: UDP socket send and receive buffer sizes asked of the OS (capped by its
     /// limits, e.g. Linux `net.core.rmem_max`). Small buffers drop bursts of a fast sender.
     pub sockbuf: usize,
+    /// `--dscp`: DiffServ code point (0..=63) of outgoing datagrams, written to the socket's
+    /// IP TOS byte as `dscp << 2` (IPv6: the traffic class); 0 leaves the system default.
+    pub dscp: u8,
     /// A connection that hears nothing from its peer for this long is closed (KCP itself has
     /// no close; smux keepalive keeps a live session well inside this).
     pub idle_timeout: Duration,
@@ -147,6 +150,7 @@ impl Default for KcpConfig {
             compression: true,
             ack_nodelay: false,
             sockbuf: 4 << 20,
+            dscp: 0,
             idle_timeout: Duration::from_secs(60),
             max_peers: 1024,
             accept_backlog: 128,
@@ -209,6 +213,12 @@ impl KcpConfig {
         let (_, interval, _, _) = self.mode.profile();
         if !(10..=5000).contains(&interval) {
             return Err(ConfigError::new("interval", "must be 10..=5000 ms"));
+        }
+        if self.dscp > 63 {
+            return Err(ConfigError::new(
+                "dscp",
+                "must be 0..=63 (a 6-bit DiffServ code point)",
+            ));
         }
         if self.idle_timeout.is_zero() {
             return Err(ConfigError::new("idle_timeout", "must be positive"));

@@ -81,6 +81,7 @@ pub struct KcpListener {
     accepted: Mutex<mpsc::Receiver<(KcpStream, SocketAddr)>>,
     local: SocketAddr,
     counters: Arc<Counters>,
+    socket: Arc<UdpSocket>,
 }
 
 impl std::fmt::Debug for KcpListener {
@@ -98,11 +99,12 @@ impl KcpListener {
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let socket = UdpSocket::bind(addr).await?;
-        crate::stream::set_buffers(&socket, config.sockbuf);
+        crate::stream::configure_socket(&socket, config)?;
         let socket = Arc::new(socket);
         let local = socket.local_addr()?;
         let (tx, rx) = mpsc::channel(config.accept_backlog);
         let counters = Arc::new(Counters::default());
+        let socket_for_dscp = socket.clone();
         let demux = Demux {
             socket,
             config: config.clone(),
@@ -117,6 +119,7 @@ impl KcpListener {
             accepted: Mutex::new(rx),
             local,
             counters,
+            socket: socket_for_dscp,
         })
     }
 
@@ -133,6 +136,11 @@ impl KcpListener {
     /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The DSCP its datagrams go out with, as the OS reports it for the UDP socket.
+    pub fn dscp(&self) -> io::Result<u8> {
+        crate::stream::socket_dscp(&self.socket)
     }
 
     /// The listener's counters now.
@@ -253,6 +261,7 @@ impl Demux {
         }
         let stream = KcpStream::new(
             inner.clone(),
+            self.socket.clone(),
             &self.config,
             from,
             self.socket.local_addr().unwrap_or(from),

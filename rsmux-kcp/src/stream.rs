@@ -283,6 +283,7 @@ enum Io {
 pub struct KcpStream {
     io: Io,
     inner: Arc<Inner>,
+    socket: Arc<UdpSocket>,
     peer: SocketAddr,
     local: SocketAddr,
 }
@@ -296,11 +297,34 @@ impl std::fmt::Debug for KcpStream {
     }
 }
 
-/// Asks for `size`-byte socket buffers; the OS may cap them, which is not an error.
-pub(crate) fn set_buffers(socket: &UdpSocket, size: usize) {
+/// Applies `config`'s socket options: `sockbuf`-byte buffers (the OS may cap them, which is
+/// not an error) and, unless 0, the DSCP (an error if the OS refuses it).
+pub(crate) fn configure_socket(socket: &UdpSocket, config: &KcpConfig) -> io::Result<()> {
     let s = socket2::SockRef::from(socket);
-    let _ = s.set_recv_buffer_size(size);
-    let _ = s.set_send_buffer_size(size);
+    let _ = s.set_recv_buffer_size(config.sockbuf);
+    let _ = s.set_send_buffer_size(config.sockbuf);
+    if config.dscp != 0 {
+        let tos = u32::from(config.dscp) << 2;
+        if socket.local_addr()?.is_ipv4() {
+            s.set_tos_v4(tos)?;
+        } else {
+            s.set_tclass_v6(tos)?;
+            // IPv4 peers of a dual-stack socket go out with IP_TOS.
+            let _ = s.set_tos_v4(tos);
+        }
+    }
+    Ok(())
+}
+
+/// The DSCP the OS has for `socket` (its TOS byte or traffic class shifted right by 2).
+pub(crate) fn socket_dscp(socket: &UdpSocket) -> io::Result<u8> {
+    let s = socket2::SockRef::from(socket);
+    let tos = if socket.local_addr()?.is_ipv4() {
+        s.tos_v4()?
+    } else {
+        s.tclass_v6()?
+    };
+    Ok((tos >> 2) as u8)
 }
 
 fn invalid_input(e: impl std::fmt::Display) -> io::Error {
@@ -310,6 +334,7 @@ fn invalid_input(e: impl std::fmt::Display) -> io::Error {
 impl KcpStream {
     pub(crate) fn new(
         inner: Arc<Inner>,
+        socket: Arc<UdpSocket>,
         config: &KcpConfig,
         peer: SocketAddr,
         local: SocketAddr,
@@ -325,6 +350,7 @@ impl KcpStream {
         KcpStream {
             io,
             inner,
+            socket,
             peer,
             local,
         }
@@ -345,14 +371,15 @@ impl KcpStream {
             "[::]:0".parse().expect("literal")
         };
         let socket = UdpSocket::bind(bind).await?;
-        set_buffers(&socket, config.sockbuf);
+        configure_socket(&socket, config)?;
         socket.connect(peer).await?;
         let local = socket.local_addr()?;
         let crypt = Crypt::new(config.crypt, &config.key);
         let conn = Connection::new(rand::random(), config, crypt);
         let inner = Inner::new(conn, config);
-        tokio::spawn(drive(inner.clone(), Arc::new(socket), Route::Connected));
-        Ok(KcpStream::new(inner, config, peer, local))
+        let socket = Arc::new(socket);
+        tokio::spawn(drive(inner.clone(), socket.clone(), Route::Connected));
+        Ok(KcpStream::new(inner, socket, config, peer, local))
     }
 
     /// The peer's UDP address.
@@ -363,6 +390,12 @@ impl KcpStream {
     /// The local UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The DSCP its datagrams go out with, as the OS reports it for the UDP socket (a server
+    /// connection shares its listener's socket).
+    pub fn dscp(&self) -> io::Result<u8> {
+        socket_dscp(&self.socket)
     }
 
     /// The KCP conversation id.

@@ -270,3 +270,46 @@ async fn bad_config_is_a_clear_error() {
     let err = KcpListener::bind("127.0.0.1:0", &config).await.unwrap_err();
     assert!(err.to_string().contains("--mtu"), "{err}");
 }
+
+/// `--dscp`: both ends' UDP sockets carry it in their IP TOS byte (`dscp << 2`), read back from
+/// the OS; the connection works as usual; 0 leaves the default and 64 is refused.
+#[tokio::test]
+async fn dscp_is_set_on_the_sockets() {
+    tokio::time::timeout(LIMIT, async {
+        let config = KcpConfig {
+            dscp: 46, // EF
+            ..KcpConfig::default()
+        };
+        let listener = KcpListener::bind("127.0.0.1:0", &config).await.unwrap();
+        assert_eq!(listener.dscp().unwrap(), 46);
+        let mut client = KcpStream::connect(listener.local_addr(), &config)
+            .await
+            .unwrap();
+        assert_eq!(client.dscp().unwrap(), 46);
+        let sock =
+            socket2::SockRef::from(&tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap())
+                .tos_v4()
+                .unwrap();
+        assert_eq!(sock, 0, "a plain socket's TOS, for comparison");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        client.write_all(b"ef").await.unwrap();
+        let (mut served, _) = listener.accept().await.unwrap();
+        assert_eq!(served.dscp().unwrap(), 46);
+        let mut buf = [0u8; 2];
+        served.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ef");
+
+        let plain = KcpStream::connect(listener.local_addr(), &KcpConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(plain.dscp().unwrap(), 0);
+        let bad = KcpConfig {
+            dscp: 64,
+            ..KcpConfig::default()
+        };
+        let err = KcpListener::bind("127.0.0.1:0", &bad).await.unwrap_err();
+        assert!(err.to_string().contains("--dscp"), "{err}");
+    })
+    .await
+    .expect("timed out");
+}

@@ -191,6 +191,23 @@ mod tests {
         .resolve()
         .unwrap();
         assert_eq!(m.kcp.mode.profile(), (true, 20, 0, true));
-        assert!(client(&["--dscp", "46"]).resolve().unwrap().warnings[0].starts_with("--dscp"));
+        let dscp = client(&["--dscp", "46"]).resolve().unwrap();
+        assert_eq!(dscp.kcp.dscp, 46);
+        assert!(dscp.warnings.is_empty(), "{:?}", dscp.warnings);
+        for bad in ["64", "-1"] {
+            let e = client(&["--dscp", bad]).resolve().unwrap_err();
+            assert!(
+                e.starts_with("--dscp") || e.starts_with("invalid --dscp"),
+                "{e}"
+            );
+        }
+        let t = client(&["--keepalive", "1", "--keepalive-timeout", "3"])
+            .resolve()
+            .unwrap();
+        assert_eq!(t.smux.keep_alive_timeout, std::time::Duration::from_secs(3));
+        let e = client(&["--keepalive", "5", "--keepalive-timeout", "3"])
+            .resolve()
+            .unwrap_err();
+        assert!(e.starts_with("--keepalive"), "{e}");
     }
 }

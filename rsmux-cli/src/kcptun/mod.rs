@@ -27,8 +27,8 @@ Examples (the same flags as kcptun-client / kcptun-server, which they replace):
   rsmux kcptun client -l 127.0.0.1:2222 -r myhost:29900 --key SECRET --conn 2
   rsmux kcptun client -c local.json          kcptun's JSON config (its keys override flags)
 
-Not supported: --tcp (kcptun's fake-TCP mode) and the tea/xtea ciphers are refused; an unknown
---crypt name is refused (kcptun would silently use aes); --dscp is accepted but not applied.
+Not supported: --tcp (kcptun's fake-TCP mode) is refused; an unknown --crypt name is refused
+(kcptun would silently use aes).
 Like kcptun there is no half-close: when either side of a connection ends, both are closed.";
 
 /// The two ends of a kcptun tunnel.
@@ -143,7 +143,7 @@ pub struct CommonArgs {
         allow_negative_numbers = true
     )]
     pub parityshard: i64,
-    /// IP DSCP value: accepted for compatibility, not applied (a warning says so)
+    /// DiffServ code point (0..=63) of the UDP datagrams (IP TOS = DSCP << 2)
     #[arg(
         long,
         value_name = "N",
@@ -194,6 +194,16 @@ pub struct CommonArgs {
         allow_negative_numbers = true
     )]
     pub keepalive: i64,
+    /// Not a kcptun flag: seconds without a frame from the peer after which a session counts
+    /// as dead (kcptun's fixed value is 30); the client then dials a new one
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 30,
+        allow_negative_numbers = true,
+        hide = true
+    )]
+    pub keepalive_timeout: i64,
     /// No log line per stream opened and closed
     #[arg(long)]
     pub quiet: bool,
@@ -276,6 +286,9 @@ pub struct Settings {
     pub streambuf: i64,
     /// `keepalive`.
     pub keepalive: i64,
+    /// smux keepalive timeout in seconds (no kcptun flag or JSON key: rsmux's hidden
+    /// `--keepalive-timeout`, 30 like kcptun's fixed value).
+    pub keepalive_timeout: i64,
     /// `quiet`.
     pub quiet: bool,
     /// `tcp`.
@@ -383,6 +396,7 @@ impl Settings {
             smuxbuf: to_i64(c.smuxbuf),
             streambuf: to_i64(c.streambuf),
             keepalive: c.keepalive,
+            keepalive_timeout: c.keepalive_timeout,
             quiet: c.quiet,
             tcp: c.tcp,
             conn: 1,
@@ -415,7 +429,7 @@ impl Settings {
 
     /// Checks everything; the error is one line naming the flag (or JSON key).
     pub fn resolve(&self) -> std::result::Result<Resolved, String> {
-        let mut warnings: Vec<String> = self
+        let warnings: Vec<String> = self
             .ignored
             .iter()
             .map(|o| format!("{o}: accepted for compatibility with kcptun, ignored"))
@@ -459,13 +473,6 @@ impl Settings {
                 )
             })?
         };
-        if self.dscp != 0 {
-            warnings.push(format!(
-                "--dscp {}: setting the IP DSCP/TOS field is not implemented; packets go out \
-                 with the system default",
-                self.dscp
-            ));
-        }
         let base = match self.role {
             Role::Client => KcpConfig::default(),
             Role::Server => KcpConfig::kcptun_server(),
@@ -482,6 +489,7 @@ impl Settings {
             compression: !self.nocomp,
             ack_nodelay: self.acknodelay,
             sockbuf: range("sockbuf", self.sockbuf)?,
+            dscp: range("dscp", self.dscp)?,
             ..base
         };
         kcp.validate().map_err(|e| e.to_string())?;
@@ -533,20 +541,27 @@ impl Settings {
             .with_version(version)
             .with_keep_alive_disabled(false)
             .with_keep_alive_interval(Duration::from_secs(range("keepalive", self.keepalive)?))
-            .with_keep_alive_timeout(Duration::from_secs(30))
+            .with_keep_alive_timeout(Duration::from_secs(range(
+                "keepalive-timeout",
+                self.keepalive_timeout,
+            )?))
             .with_max_frame_size(32768)
             .with_max_receive_buffer(range("smuxbuf", self.smuxbuf)?)
             .with_max_stream_buffer(range("streambuf", self.streambuf)?);
         config.validate().map_err(|e| {
-            // kcptun has no keepalive-timeout flag: its timeout is fixed at 30 s.
+            // kcptun has no keepalive-timeout flag: its timeout is fixed at 30 s (rsmux's
+            // hidden --keepalive-timeout aside).
             let flag = match e.field {
-                rsmux::ConfigField::KeepAliveTimeout => "--keepalive",
+                rsmux::ConfigField::KeepAliveTimeout if self.keepalive_timeout == 30 => {
+                    "--keepalive"
+                }
                 field => common::smux_flag(field),
             };
             let reason = match e.problem {
-                rsmux::ConfigProblem::BelowKeepAliveInterval => {
-                    "must not be longer than the 30 s keepalive timeout".to_string()
-                }
+                rsmux::ConfigProblem::BelowKeepAliveInterval => format!(
+                    "must not be longer than the {} s keepalive timeout",
+                    self.keepalive_timeout
+                ),
                 problem => common::problem_in_flags(problem),
             };
             format!("{flag}: {reason}")
