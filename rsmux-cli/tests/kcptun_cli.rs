@@ -334,7 +334,7 @@ fn usage_errors_exit_2_naming_the_flag() {
         (&["kcptun", "client", "--tcp"], "--tcp"),
         (&["kcptun", "server", "--tcp"], "--tcp"),
         (&["kcptun", "client", "--crypt", "aes-512"], "--crypt"),
-        (&["kcptun", "server", "--crypt", "tea"], "--crypt tea"),
+        (&["kcptun", "server", "--crypt", "rc4"], "--crypt \"rc4\""),
         (&["kcptun", "client", "--mode", "turbo"], "--mode"),
         (&["kcptun", "client", "--mtu", "9000"], "--mtu"),
         (&["kcptun", "client", "--conn", "0"], "--conn"),

@@ -33,6 +33,10 @@ pub const MTU_LIMIT: usize = 1500;
 const IV: [u8; 16] = [
     0xa7, 0x73, 0x4f, 0x9c, 0x12, 0xac, 0x1b, 0x01, 0xa4, 0x15, 0xf2, 0xc1, 0xfc, 0x78, 0xe6, 0x6b,
 ];
+/// The IV of the 64-bit-block ciphers: the first half of [`IV`].
+const IV_64: [u8; 8] = [0xa7, 0x73, 0x4f, 0x9c, 0x12, 0xac, 0x1b, 0x01];
+/// kcp-go's TEA rounds (Go's `tea.NewCipherWithRounds(key, 16)`; standard TEA has 64).
+const TEA_ROUNDS: u32 = 16;
 const KEY_SALT: &[u8] = b"kcp-go";
 const KEY_ITERATIONS: u32 = 4096;
 const XOR_SALT: &[u8] = b"sH3CIVoF#rWLtJo6";
@@ -61,13 +65,17 @@ pub enum CryptKind {
     TripleDes,
     /// SM4-CFB (16-byte key).
     Sm4,
+    /// TEA-CFB with 16 rounds, as kcp-go uses it (16-byte key).
+    Tea,
+    /// XTEA-CFB (16-byte key).
+    Xtea,
     /// XOR with a key-derived table.
     Xor,
 }
 
 impl CryptKind {
     /// Every supported kind.
-    pub const ALL: [CryptKind; 11] = [
+    pub const ALL: [CryptKind; 13] = [
         CryptKind::None,
         CryptKind::Aes,
         CryptKind::Aes128,
@@ -78,6 +86,8 @@ impl CryptKind {
         CryptKind::Cast5,
         CryptKind::TripleDes,
         CryptKind::Sm4,
+        CryptKind::Tea,
+        CryptKind::Xtea,
         CryptKind::Xor,
     ];
 
@@ -94,6 +104,8 @@ impl CryptKind {
             CryptKind::Cast5 => "cast5",
             CryptKind::TripleDes => "3des",
             CryptKind::Sm4 => "sm4",
+            CryptKind::Tea => "tea",
+            CryptKind::Xtea => "xtea",
             CryptKind::Xor => "xor",
         }
     }
@@ -107,7 +119,7 @@ impl fmt::Display for CryptKind {
 
 /// A `--crypt` name this crate does not know or does not implement.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported crypt {0:?} (supported: none, aes, aes-128, aes-192, salsa20, blowfish, twofish, cast5, 3des, sm4, xor; not tea, xtea)")]
+#[error("unsupported crypt {0:?} (supported: none, aes, aes-128, aes-192, salsa20, blowfish, twofish, cast5, 3des, sm4, tea, xtea, xor)")]
 pub struct UnknownCrypt(pub String);
 
 impl FromStr for CryptKind {
@@ -155,6 +167,8 @@ enum Cipher {
     Cast5(cast5::Cast5),
     TripleDes(des::TdesEde3),
     Sm4(sm4::Sm4),
+    Tea(crate::tea::Tea),
+    Xtea(crate::tea::Xtea),
     Salsa20([u8; 32]),
     Xor(Box<[u8; MTU_LIMIT]>),
 }
@@ -172,6 +186,10 @@ impl fmt::Debug for Crypt {
             .field("kind", &self.kind)
             .finish_non_exhaustive()
     }
+}
+
+fn key16(pass: &[u8; 32]) -> [u8; 16] {
+    pass[..16].try_into().expect("16 of 32 bytes")
 }
 
 fn key_init<C: KeyInit>(key: &[u8]) -> C {
@@ -196,6 +214,8 @@ impl Crypt {
             CryptKind::Cast5 => Cipher::Cast5(key_init(&pass[..16])),
             CryptKind::TripleDes => Cipher::TripleDes(key_init(&pass[..24])),
             CryptKind::Sm4 => Cipher::Sm4(key_init(&pass[..16])),
+            CryptKind::Tea => Cipher::Tea(crate::tea::Tea::new(&key16(pass), TEA_ROUNDS)),
+            CryptKind::Xtea => Cipher::Xtea(crate::tea::Xtea::new(&key16(pass))),
             CryptKind::Salsa20 => Cipher::Salsa20(*pass),
             CryptKind::Xor => {
                 let mut table = Box::new([0u8; MTU_LIMIT]);
@@ -232,6 +252,8 @@ impl Crypt {
             Cipher::Cast5(c) => cfb(c, buf, encrypt),
             Cipher::TripleDes(c) => cfb(c, buf, encrypt),
             Cipher::Sm4(c) => cfb(c, buf, encrypt),
+            Cipher::Tea(c) => crate::tea::cfb(c, IV_64, buf, encrypt),
+            Cipher::Xtea(c) => crate::tea::cfb(c, IV_64, buf, encrypt),
             Cipher::Salsa20(key) => {
                 if buf.len() > 8 {
                     let (nonce, rest) = buf.split_at_mut(8);
@@ -370,7 +392,7 @@ mod tests {
             }
             assert_eq!(kind.name().parse::<CryptKind>(), Ok(kind));
         }
-        assert!("tea".parse::<CryptKind>().is_err());
+        assert!("rc4".parse::<CryptKind>().is_err());
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub mod kcp;
 mod listener;
 pub mod snappy;
 mod stream;
+mod tea;
 
 pub use config::{ConfigError, KcpConfig, Mode};
 pub use conn::{Datagrams, Stats};

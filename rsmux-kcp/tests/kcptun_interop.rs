@@ -109,11 +109,13 @@ async fn kcptun_client_to_rsmux_server_with_defaults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kcptun_client_matrix_to_rsmux_server() {
     tokio::time::timeout(LIMIT, async {
-        let cases: [(CryptKind, Mode, bool, bool, u8); 4] = [
+        let cases: [(CryptKind, Mode, bool, bool, u8); 6] = [
             (CryptKind::None, Mode::Fast3, false, false, 2),
             (CryptKind::Salsa20, Mode::Normal, true, true, 1),
             (CryptKind::Aes128, Mode::Fast2, true, false, 2),
             (CryptKind::Xor, Mode::Fast, false, true, 1),
+            (CryptKind::Tea, Mode::Fast, true, true, 1),
+            (CryptKind::Xtea, Mode::Fast3, false, false, 2),
         ];
         for (i, (crypt, mode, fec, compression, smux)) in cases.into_iter().enumerate() {
             let config = KcpConfig {

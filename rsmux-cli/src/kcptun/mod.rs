@@ -104,7 +104,8 @@ pub struct CommonArgs {
     /// Pre-shared secret of both ends [env: KCPTUN_KEY] [default: "it's a secrect"]
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
-    /// Cipher: aes, aes-128, aes-192, salsa20, blowfish, twofish, cast5, 3des, sm4, xor, none
+    /// Cipher: aes, aes-128, aes-192, salsa20, blowfish, twofish, cast5, 3des, sm4, tea, xtea,
+    /// xor, none
     #[arg(long, value_name = "NAME", default_value = "aes")]
     pub crypt: String,
     /// Retransmission profile: normal, fast, fast2, fast3, manual (uses --nodelay --interval
@@ -443,20 +444,12 @@ impl Settings {
         }
         let crypt = CryptKind::from_str(&self.crypt).map_err(|_| {
             let names: Vec<&str> = CryptKind::ALL.iter().map(|k| k.name()).collect();
-            if self.crypt == "tea" || self.crypt == "xtea" {
-                format!(
-                    "--crypt {}: not implemented by rsmux; choose one of {} on both ends",
-                    self.crypt,
-                    names.join(", ")
-                )
-            } else {
-                format!(
-                    "--crypt {:?}: unknown cipher (kcptun would silently use aes; rsmux refuses \
-                     rather than guess); expected one of {}",
-                    self.crypt,
-                    names.join(", ")
-                )
-            }
+            format!(
+                "--crypt {:?}: unknown cipher (kcptun would silently use aes; rsmux refuses \
+                 rather than guess); expected one of {}",
+                self.crypt,
+                names.join(", ")
+            )
         })?;
         let mode = if self.mode == "manual" {
             Mode::Manual {
