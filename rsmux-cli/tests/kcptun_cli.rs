@@ -521,3 +521,161 @@ fn client_redials_when_the_server_restarts() {
         eprintln!("working again after {attempts} attempt(s)");
     });
 }
+
+/// A target for the transfer tests, steered by the first byte a connection sends: `E` echoes
+/// everything after it; `C` reads a u32 LE length, sends `pattern(7, length)` and closes at
+/// once without waiting for the client (the target closes first).
+async fn steered_target() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = tcp.into_split();
+                let mut r = tokio::io::BufReader::with_capacity(64 * 1024, r);
+                let mut kind = [0u8; 1];
+                if r.read_exact(&mut kind).await.is_err() {
+                    return;
+                }
+                if kind[0] == b'E' {
+                    if tokio::io::copy_buf(&mut r, &mut w).await.is_ok() {
+                        let _ = w.shutdown().await;
+                    }
+                } else {
+                    let mut len = [0u8; 4];
+                    if r.read_exact(&mut len).await.is_ok() {
+                        let n = u32::from_le_bytes(len) as usize;
+                        let _ = w.write_all(&pattern(7, n)).await;
+                        let _ = w.shutdown().await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Echoes `data` through `addr` to a [`steered_target`] (both directions at once), checks it
+/// byte for byte, then closes (after the echo: kcptun has no half-close).
+async fn steered_echo(addr: SocketAddr, data: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = tcp.into_split();
+    let write = async {
+        w.write_all(b"E").await.unwrap();
+        for chunk in data.chunks(256 * 1024) {
+            w.write_all(chunk).await.unwrap();
+        }
+    };
+    let read = async {
+        let mut got = vec![0u8; data.len()];
+        r.read_exact(&mut got).await.expect("the whole echo");
+        got
+    };
+    let ((), got) = tokio::join!(write, read);
+    assert!(got == data, "echo of {} bytes differs", data.len());
+    w.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).await.expect("EOF after ours");
+    assert!(rest.is_empty(), "{} bytes too many", rest.len());
+}
+
+/// kcptun's data path through a tunnel at `addr` (whose target is a [`steered_target`]):
+/// 64 MiB echoed on one connection (64 MiB each way at once), 100 connections in parallel,
+/// 500 in sequence, and a target that sends 1 MiB and closes first (every byte arrives, then
+/// EOF, without the client closing anything).
+async fn transfer_suite(addr: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let big = pattern(64, 64 << 20);
+    let t = std::time::Instant::now();
+    within(
+        Duration::from_secs(120),
+        "64 MiB echo",
+        steered_echo(addr, &big),
+    )
+    .await;
+    eprintln!("64 MiB echo: {:?}", t.elapsed());
+    drop(big);
+    let t = std::time::Instant::now();
+
+    let parallel: Vec<_> = (0..100u64)
+        .map(|i| tokio::spawn(async move { steered_echo(addr, &pattern(100 + i, 64 << 10)).await }))
+        .collect();
+    within(Duration::from_secs(60), "100 parallel connections", async {
+        for t in parallel {
+            t.await.unwrap();
+        }
+    })
+    .await;
+    eprintln!("100 parallel: {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+
+    let small = pattern(500, 1024);
+    within(
+        Duration::from_secs(120),
+        "500 sequential connections",
+        async {
+            for _ in 0..500 {
+                steered_echo(addr, &small).await;
+            }
+        },
+    )
+    .await;
+    eprintln!("500 sequential: {:?}", t.elapsed());
+
+    within(Duration::from_secs(30), "target closes first", async {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let n = 1u32 << 20;
+        tcp.write_all(b"C").await.unwrap();
+        tcp.write_all(&n.to_le_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        tcp.read_to_end(&mut got).await.unwrap();
+        assert!(
+            got == pattern(7, n as usize),
+            "{} of {n} bytes, or different",
+            got.len()
+        );
+    })
+    .await;
+}
+
+/// Windows wide enough that 64 MiB is quick (kcptun-client's default 128/512 would take ~15 s).
+const WIDE: &[&str] = &["--sndwnd", "1024", "--rcvwnd", "1024"];
+
+#[test]
+fn rsmux_client_with_real_kcptun_server_transfers() {
+    let rt = runtime();
+    rt.block_on(async {
+        let target = steered_target().await.to_string();
+        let udp = free_udp_port();
+        let mut args = vec!["-l", &udp, "-t", &target, "--key", KEY, "--quiet"];
+        args.extend(WIDE);
+        let _server = Kcptun::start("kcptun-server", &args);
+        let mut extra = vec!["--quiet"];
+        extra.extend(WIDE);
+        let client = rsmux_kcptun_client(&udp, &extra);
+        let started = std::time::Instant::now();
+        transfer_suite(client.addr).await;
+        eprintln!("rsmux client -> kcptun-server: {:?}", started.elapsed());
+    });
+}
+
+#[test]
+fn real_kcptun_client_with_rsmux_server_transfers() {
+    let rt = runtime();
+    rt.block_on(async {
+        let target = steered_target().await.to_string();
+        let mut extra = vec!["--quiet"];
+        extra.extend(WIDE);
+        let server = rsmux_kcptun_server(&target, &extra);
+        let udp = server.addr.to_string();
+        let mut args = vec!["-l", "127.0.0.1:0", "-r", &udp, "--key", KEY, "--quiet"];
+        args.extend(WIDE);
+        let client = Kcptun::start("kcptun-client", &args);
+        let addr: SocketAddr = client.listening.parse().expect("kcptun-client's address");
+        let started = std::time::Instant::now();
+        transfer_suite(addr).await;
+        eprintln!("kcptun-client -> rsmux server: {:?}", started.elapsed());
+    });
+}
