@@ -63,14 +63,18 @@ fn forged_datagram(conv: u32, config: &KcpConfig, crypt: &Crypt) -> Vec<u8> {
 }
 
 /// `count` sources, each on its own 127.x.y.z address, send one garbage datagram and one
-/// forged first datagram; waits until the listener has dealt with all of them.
+/// forged first datagram; after every 50 sources, waits until the listener has dealt with
+/// them. With `lossless` false (a transfer shares the socket, whose buffer may overflow and
+/// drop some of them, as UDP may), a batch not fully accounted for after 2 s is let go.
+/// Returns how many sources the listener accounted for.
 async fn flood(
     listener: &KcpListener,
     config: &KcpConfig,
     first_source: usize,
     count: usize,
+    lossless: bool,
     max_peers_seen: &mut u64,
-) {
+) -> u64 {
     let crypt = Crypt::new(config.crypt, &config.key);
     let target = listener.local_addr();
     let start = listener.stats();
@@ -97,15 +101,21 @@ async fn flood(
             s.invalid_datagrams - start.invalid_datagrams >= sent
                 && (s.rejected_peers - start.rejected_peers) + (s.peers - start.peers) >= sent
         };
-        let waited = tokio::time::timeout(Duration::from_secs(20), listener.stats_reach(accounted));
-        waited.await.unwrap_or_else(|_| {
-            panic!(
-                "listener did not account for {sent} sources: {:?}",
-                listener.stats()
-            )
-        });
+        let limit = Duration::from_secs(if lossless { 20 } else { 2 });
+        let waited = tokio::time::timeout(limit, listener.stats_reach(accounted)).await;
+        if lossless {
+            waited.unwrap_or_else(|_| {
+                panic!(
+                    "listener did not account for {sent} sources: {:?}",
+                    listener.stats()
+                )
+            });
+        }
         *max_peers_seen = (*max_peers_seen).max(listener.stats().peers);
     }
+    let s = listener.stats();
+    (s.invalid_datagrams - start.invalid_datagrams)
+        .min((s.rejected_peers - start.rejected_peers) + s.peers.saturating_sub(start.peers))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +154,7 @@ async fn flood_from_many_addresses_keeps_memory_bounded_and_the_real_session_wor
 
     let mut max_peers_seen = 0;
     let before = LIVE.load(Ordering::Relaxed);
-    flood(&listener, &config, 0, SOURCES, &mut max_peers_seen).await;
+    flood(&listener, &config, 0, SOURCES, true, &mut max_peers_seen).await;
     let grown = LIVE.load(Ordering::Relaxed) - before;
     let stats = listener.stats();
     eprintln!(
@@ -176,15 +186,26 @@ async fn flood_from_many_addresses_keeps_memory_bounded_and_the_real_session_wor
         let ((), got) = tokio::join!(write, read);
         assert!(got == data, "echo differs");
     };
-    let (_, ()) = tokio::time::timeout(Duration::from_secs(60), async {
+    let ((), accounted) = tokio::time::timeout(Duration::from_secs(60), async {
         tokio::join!(
             transfer,
-            flood(&listener, &config, SOURCES, SOURCES, &mut max_peers_seen)
+            flood(
+                &listener,
+                &config,
+                SOURCES,
+                SOURCES,
+                false,
+                &mut max_peers_seen
+            )
         )
     })
     .await
     .expect("transfer during the flood timed out");
     assert!(max_peers_seen <= MAX_PEERS as u64, "{max_peers_seen} peers");
+    assert!(
+        accounted >= SOURCES as u64 / 2,
+        "only {accounted} of {SOURCES} sources reached the listener"
+    );
     assert_eq!(real.stats().crypt_errors, 0);
     echo.abort();
     accepting.abort();
