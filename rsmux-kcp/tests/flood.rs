@@ -65,7 +65,7 @@ fn forged_datagram(conv: u32, config: &KcpConfig, crypt: &Crypt) -> Vec<u8> {
 /// `count` sources, each on its own 127.x.y.z address, send one garbage datagram and one
 /// forged first datagram; after every 50 sources, waits until the listener has dealt with
 /// them. With `lossless` false (a transfer shares the socket, whose buffer may overflow and
-/// drop some of them, as UDP may), a batch not fully accounted for after 2 s is let go.
+/// drop some of them, as UDP may), a batch not fully accounted for after 200 ms is let go.
 /// Returns how many sources the listener accounted for.
 async fn flood(
     listener: &KcpListener,
@@ -101,7 +101,11 @@ async fn flood(
             s.invalid_datagrams - start.invalid_datagrams >= sent
                 && (s.rejected_peers - start.rejected_peers) + (s.peers - start.peers) >= sent
         };
-        let limit = Duration::from_secs(if lossless { 20 } else { 2 });
+        let limit = if lossless {
+            Duration::from_secs(20)
+        } else {
+            Duration::from_millis(200)
+        };
         let waited = tokio::time::timeout(limit, listener.stats_reach(accounted)).await;
         if lossless {
             waited.unwrap_or_else(|_| {
@@ -186,21 +190,21 @@ async fn flood_from_many_addresses_keeps_memory_bounded_and_the_real_session_wor
         let ((), got) = tokio::join!(write, read);
         assert!(got == data, "echo differs");
     };
-    let ((), accounted) = tokio::time::timeout(Duration::from_secs(60), async {
-        tokio::join!(
-            transfer,
-            flood(
-                &listener,
-                &config,
-                SOURCES,
-                SOURCES,
-                false,
-                &mut max_peers_seen
-            )
-        )
-    })
-    .await
-    .expect("transfer during the flood timed out");
+    let transfer = async {
+        tokio::time::timeout(Duration::from_secs(60), transfer)
+            .await
+            .expect("the real session's echo during the flood timed out")
+    };
+    // The flood is bounded by construction (at most 200 ms of waiting per batch).
+    let second_flood = flood(
+        &listener,
+        &config,
+        SOURCES,
+        SOURCES,
+        false,
+        &mut max_peers_seen,
+    );
+    let ((), accounted) = tokio::join!(transfer, second_flood);
     assert!(max_peers_seen <= MAX_PEERS as u64, "{max_peers_seen} peers");
     assert!(
         accounted >= SOURCES as u64 / 2,
