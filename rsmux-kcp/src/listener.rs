@@ -26,6 +26,9 @@ pub struct ListenerStats {
     pub invalid_datagrams: u64,
     /// Peers tracked now (at most `max_peers`; a peer is forgotten when its connection ends).
     pub peers: u64,
+    /// Peers dropped to make room for a new one while `max_peers` were tracked, because they
+    /// had been silent for half the idle timeout.
+    pub evicted_peers: u64,
 }
 
 #[derive(Debug, Default)]
@@ -33,6 +36,7 @@ struct Counters {
     rejected_peers: AtomicU64,
     invalid_datagrams: AtomicU64,
     peers: AtomicU64,
+    evicted_peers: AtomicU64,
     changed: tokio::sync::Notify,
 }
 
@@ -52,6 +56,7 @@ impl Counters {
             rejected_peers: self.rejected_peers.load(Ordering::Relaxed),
             invalid_datagrams: self.invalid_datagrams.load(Ordering::Relaxed),
             peers: self.peers.load(Ordering::Relaxed),
+            evicted_peers: self.evicted_peers.load(Ordering::Relaxed),
         }
     }
 }
@@ -66,8 +71,12 @@ impl Counters {
 /// - at most [`KcpConfig::max_peers`] peers (1024 by default) are tracked and at most
 ///   [`KcpConfig::accept_backlog`] connections wait for `accept`; datagrams from further new
 ///   addresses are dropped and counted ([`ListenerStats::rejected_peers`]); peers already
-///   tracked, such as real sessions that predate a flood, are never displaced;
-/// - a peer silent for [`KcpConfig::idle_timeout`] (60 s) is forgotten.
+///   tracked and talking, such as real sessions that predate a flood, are never displaced;
+/// - a peer silent for [`KcpConfig::idle_timeout`] (60 s) is forgotten; while `max_peers` are
+///   tracked, the one silent longest gives way to a new peer once it has been silent for half
+///   that (30 s: no live kcptun session is that quiet, smux keepalive sends every 10 s and
+///   drops a session after 30 s without a frame), so a flood of one-shot forged datagrams
+///   locks new clients out for at most that long ([`ListenerStats::evicted_peers`]).
 ///
 /// A peer opened by one forged datagram costs about 29 KB of heap (KCP and FEC state, its
 /// stream; snappy's buffers are only made on the first write), measured in `tests/flood.rs`.
@@ -111,6 +120,7 @@ impl KcpListener {
             crypt: Crypt::new(config.crypt, &config.key),
             peers: HashMap::new(),
             next_generation: 0,
+            next_eviction_scan: tokio::time::Instant::now(),
             accept: tx,
             counters: counters.clone(),
         };
@@ -165,7 +175,12 @@ struct Peer {
     inner: Arc<Inner>,
 }
 
+/// Least time between two scans for a peer to evict (a scan locks every peer).
+const EVICTION_SCAN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 struct Demux {
+    /// No scan for a peer to evict before this (see [`EVICTION_SCAN_INTERVAL`]).
+    next_eviction_scan: tokio::time::Instant,
     socket: Arc<UdpSocket>,
     config: KcpConfig,
     crypt: Crypt,
@@ -240,6 +255,38 @@ impl Demux {
         self.new_peer(payload, from, exited);
     }
 
+    /// Drops the peer silent longest if it has been silent for half the idle timeout; true if
+    /// one was dropped. Scans at most every [`EVICTION_SCAN_INTERVAL`], so a flood of new
+    /// addresses cannot make the listener lock every peer per datagram.
+    fn evict_silent_peer(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if now < self.next_eviction_scan {
+            return false;
+        }
+        self.next_eviction_scan = now + EVICTION_SCAN_INTERVAL;
+        let Some((&addr, silent)) = self
+            .peers
+            .iter()
+            .map(|(addr, p)| (addr, p.inner.lock().silent_for()))
+            .max_by_key(|&(_, silent)| silent)
+        else {
+            return false;
+        };
+        if silent < self.config.idle_timeout / 2 {
+            return false;
+        }
+        if let Some(p) = self.peers.remove(&addr) {
+            p.inner.lock().fail(
+                io::ErrorKind::ConnectionReset,
+                "KCP peer silent for half the idle timeout, dropped for a new peer",
+            );
+            p.inner.notify.notify_one();
+        }
+        self.counters.evicted_peers.fetch_add(1, Ordering::Relaxed);
+        self.counters.set_peers(self.peers.len());
+        true
+    }
+
     fn new_peer(
         &mut self,
         payload: &[u8],
@@ -250,7 +297,9 @@ impl Demux {
             self.counters.bump(&self.counters.invalid_datagrams);
             return;
         };
-        if self.peers.len() >= self.config.max_peers || self.accept.capacity() == 0 {
+        if self.accept.capacity() == 0
+            || self.peers.len() >= self.config.max_peers && !self.evict_silent_peer()
+        {
             self.counters.bump(&self.counters.rejected_peers);
             return;
         }

@@ -60,6 +60,11 @@ impl Shared {
         r
     }
 
+    /// How long since the last valid datagram from the peer.
+    pub(crate) fn silent_for(&self) -> Duration {
+        self.last_heard.elapsed()
+    }
+
     pub(crate) fn fail(&mut self, kind: io::ErrorKind, why: &'static str) {
         if self.error.is_none() {
             self.error = Some((kind, why));

@@ -313,3 +313,75 @@ async fn dscp_is_set_on_the_sockets() {
     .await
     .expect("timed out");
 }
+
+/// A full listener lets a peer that has been silent for half the idle timeout give way to a
+/// new one: two forged one-datagram peers fill `max_peers` 2; a real client, sending every
+/// 100 ms, is refused until the forged peers have been silent for 1.5 s (half the 3 s idle
+/// timeout, before they would expire), then it is accepted and works; evictions are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_listener_evicts_a_long_silent_peer_for_a_new_one() {
+    use rsmux_kcp::conn::Connection;
+    use rsmux_kcp::crypt::Crypt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(LIMIT, async {
+        let config = KcpConfig {
+            max_peers: 2,
+            idle_timeout: Duration::from_secs(3),
+            compression: false,
+            ..KcpConfig::kcptun_server()
+        };
+        let listener = KcpListener::bind("127.0.0.1:0", &config).await.unwrap();
+        let crypt = Crypt::new(config.crypt, &config.key);
+        for conv in [1, 2] {
+            let mut c = Connection::new(conv, &config, crypt.clone());
+            c.send(b"forged");
+            c.flush(0);
+            let mut out = rsmux_kcp::Datagrams::new();
+            c.take_transmits(&mut out);
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            for d in out.iter() {
+                socket.send_to(d, listener.local_addr()).await.unwrap();
+            }
+        }
+        listener.stats_reach(|s| s.peers == 2).await;
+        let started = tokio::time::Instant::now();
+        let client_config = KcpConfig {
+            compression: false,
+            ..KcpConfig::default()
+        };
+        let mut real = KcpStream::connect(listener.local_addr(), &client_config)
+            .await
+            .unwrap();
+        let conv = real.conv();
+        real.write_all(b"real").await.unwrap();
+        // Keep talking (each write sends a new segment at once), as a client with traffic does.
+        let talking = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                if real.write_all(b"r").await.is_err() {
+                    break;
+                }
+            }
+        });
+        // The forged ones come first out of accept; then the real one.
+        let mut served = loop {
+            let (kcp, _) = listener.accept().await.unwrap();
+            if kcp.conv() == conv {
+                break kcp;
+            }
+        };
+        let waited = started.elapsed();
+        let mut buf = [0u8; 4];
+        served.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"real");
+        let stats = listener.stats();
+        assert!(stats.rejected_peers >= 1, "{stats:?}");
+        assert!(stats.evicted_peers >= 1, "{stats:?}");
+        assert!(stats.peers <= 2, "{stats:?}");
+        assert!(waited < Duration::from_secs(3), "accepted after {waited:?}");
+        talking.abort();
+    })
+    .await
+    .expect("timed out");
+}
