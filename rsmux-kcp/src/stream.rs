@@ -285,6 +285,10 @@ enum Io {
 /// One KCP connection as an ordered byte stream (`AsyncRead + AsyncWrite`), with kcptun's
 /// crypt, FEC and (if configured) snappy layers: give it to `rsmux::Session::client` or
 /// `server` as is.
+///
+/// Used directly, call `flush` after the last write of a message, as with any buffered
+/// writer: with compression on, a write that finds the send window full is accepted but its
+/// compressed chunk waits in the snappy layer until the next write or flush.
 pub struct KcpStream {
     io: Io,
     inner: Arc<Inner>,

@@ -140,6 +140,8 @@ async fn flood_from_many_addresses_keeps_memory_bounded_and_the_real_session_wor
     served.read_exact(&mut hello).await.unwrap();
     assert_eq!(&hello, b"real");
     // The real server side echoes.
+    let served_stats = served.stats_handle();
+    let real_stats = real.stats_handle();
     let echo = tokio::spawn(async move {
         let (mut r, mut w) = tokio::io::split(served);
         let _ = tokio::io::copy(&mut r, &mut w).await;
@@ -181,6 +183,8 @@ async fn flood_from_many_addresses_keeps_memory_bounded_and_the_real_session_wor
         let (mut r, mut w) = tokio::io::split(&mut real);
         let write = async {
             w.write_all(&data).await.unwrap();
+            // Snappy may hold the last chunk until a flush, as any buffered writer.
+            w.flush().await.unwrap();
         };
         let read = async {
             let mut got = vec![0u8; data.len()];
@@ -191,9 +195,18 @@ async fn flood_from_many_addresses_keeps_memory_bounded_and_the_real_session_wor
         assert!(got == data, "echo differs");
     };
     let transfer = async {
-        tokio::time::timeout(Duration::from_secs(60), transfer)
+        if tokio::time::timeout(Duration::from_secs(60), transfer)
             .await
-            .expect("the real session's echo during the flood timed out")
+            .is_err()
+        {
+            panic!(
+                "the real session's echo during the flood timed out; client {:?}, server {:?}, \
+                 listener {:?}",
+                real_stats.get(),
+                served_stats.get(),
+                listener.stats()
+            );
+        }
     };
     // The flood is bounded by construction (at most 200 ms of waiting per batch).
     let second_flood = flood(
