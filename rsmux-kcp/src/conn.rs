@@ -2,7 +2,7 @@
 //!
 //! Outgoing: KCP segments → FEC header (and parity datagrams) → nonce + CRC32 → cipher.
 //! Incoming: the reverse, recovered FEC shards fed to KCP as irregular input. Datagrams go in
-//! through [`Connection::handle_datagram`] and come out of [`Connection::poll_transmit`]; the
+//! through [`Connection::handle_datagram`] and come out of [`Connection::take_transmits`]; the
 //! clock is a `u32` millisecond count passed to every call that needs it.
 
 use rand::rngs::StdRng;
