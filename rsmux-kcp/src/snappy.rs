@@ -310,7 +310,10 @@ mod tests {
         let bytewise = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 251) as u8).collect();
         for len in [0, 1, 15, 16, 17, 999] {
-            assert_eq!(CRC32C.checksum(&data[..len]), bytewise.checksum(&data[..len]));
+            assert_eq!(
+                CRC32C.checksum(&data[..len]),
+                bytewise.checksum(&data[..len])
+            );
         }
     }
 }
