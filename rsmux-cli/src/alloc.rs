@@ -25,6 +25,7 @@ pub fn live_bytes() -> Option<usize> {
     INSTALLED.then(|| LIVE.load(Relaxed))
 }
 
+#[allow(unsafe_code)]
 // SAFETY: every call is forwarded unchanged to `System`, which upholds the `GlobalAlloc`
 // contract; the counter only observes sizes.
 unsafe impl GlobalAlloc for Counting {
