@@ -348,7 +348,6 @@ mod tests {
             "127.0.0.1:9".parse().unwrap()
         );
         assert!(c.wait_stderr("oops", Duration::from_secs(10)));
-        assert!(c.is_running());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -362,6 +361,7 @@ mod tests {
             assert_eq!(c.next_line(Duration::from_secs(10)).await, None);
         });
         assert_eq!(c.wait_exit(Duration::from_secs(10)), Some(1));
+        assert!(!c.is_running());
         assert_eq!(c.lines_so_far(), Vec::<String>::new());
         assert_eq!(c.stdout_lines().len(), 2);
     }
