@@ -901,8 +901,11 @@ fn replay_saved_inputs() {
     for dir in ["seeds", "regressions"] {
         for target in ["session_ops", "frame_decoder"] {
             let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
+                // Every target has seeds; not every target has had a crash.
+                assert_ne!(dir, "seeds", "no seeds/{target}: nothing would be replayed");
                 continue;
             };
+            let mut replayed = 0;
             for e in entries {
                 let path = e.unwrap().path();
                 if !path.is_file() || path.extension().is_some_and(|x| x == "md") {
@@ -914,6 +917,10 @@ fn replay_saved_inputs() {
                     "session_ops" => session::run(&bytes),
                     _ => decoder::run(&bytes),
                 }
+                replayed += 1;
+            }
+            if dir == "seeds" {
+                assert!(replayed > 0, "seeds/{target} holds no input");
             }
         }
     }

@@ -15,6 +15,9 @@ use std::process::ExitCode;
 
 use clap::{error::ErrorKind, ArgAction, Parser, Subcommand};
 
+/// Counts heap bytes for `rsmux bench`'s idle-stream figure; only with `--features bench-alloc`,
+/// so echo and tunnel do not pay an atomic per allocation.
+#[cfg(feature = "bench-alloc")]
 #[global_allocator]
 static GLOBAL: alloc::Counting = alloc::Counting;
 

@@ -85,7 +85,7 @@ fn echo_process_memory_stays_bounded_under_attack() {
         "--keepalive-timeout",
         "2",
     ]);
-    let pid = echo.child.id();
+    let pid = echo.pid();
     let addr = echo.addr;
     let baseline = status_kib(pid, "VmRSS:");
     runtime().block_on(async {

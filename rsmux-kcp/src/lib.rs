@@ -12,7 +12,7 @@
 //! let config = KcpConfig::default();
 //! let kcp = KcpStream::connect("127.0.0.1:29900", &config).await?;
 //! let mut smux = rsmux::Config::default();
-//! smux.version = 1;
+//! smux.version = rsmux::Version::V1;
 //! smux.max_receive_buffer = 4 << 20;
 //! smux.max_stream_buffer = 2 << 20;
 //! smux.keep_alive_interval = std::time::Duration::from_secs(10);

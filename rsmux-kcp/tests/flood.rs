@@ -23,6 +23,7 @@ struct Counting;
 /// Heap bytes in use by the whole test process.
 static LIVE: AtomicI64 = AtomicI64::new(0);
 
+#[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);

@@ -4,6 +4,8 @@
 //! bytes to the peer the way the driver does after a socket read, `handle_input`, read them
 //! out; v2 window updates travel back the same way).
 
+#![allow(missing_docs)] // criterion_group! defines an undocumented public function
+
 use std::{hint::black_box, io::IoSlice, time::Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

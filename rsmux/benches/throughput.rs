@@ -2,6 +2,8 @@
 //! BenchmarkConnSmux / BenchmarkConnTCP): 128 KiB writes, 128 KiB reads. Also the open, write
 //! one byte, read the echo, close cycle (Go's BenchmarkAcceptClose).
 
+#![allow(missing_docs)] // criterion_group! defines an undocumented public function
+
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

@@ -28,8 +28,7 @@ use tokio::{
     time::timeout,
 };
 
-#[path = "support/counting.rs"]
-mod counting;
+use rsmux_test_support::counting;
 
 #[global_allocator]
 static GLOBAL: counting::Counting = counting::Counting;

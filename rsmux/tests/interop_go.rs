@@ -5,7 +5,7 @@
 //! `apt-get install golang-go golang-github-xtaci-smux-dev`). If the build fails, every test
 //! here fails with the build output; nothing is skipped.
 //!
-//! Run: `cargo nextest run -p rsmux --test interop_go` (or `cargo test -p rsmux --test
+//! Run: `cargo test -p rsmux --test interop_go` (or `cargo nextest run -p rsmux --test
 //! interop_go`). Test names are `<scenario>::v1` / `<scenario>::v2`.
 //!
 //! Go 1.5.16 quirks these tests respect (SPEC §17): it has no `CloseWrite`, and a v2 Go

@@ -4,12 +4,9 @@
 
 use std::{sync::Mutex, time::Duration};
 
-use counting::{allocations, live, peak, reset_peak};
 use rsmux::{frame::Cmd, frame::Header, Config, Session};
+use rsmux_test_support::counting::{self, allocations, live, peak, reset_peak};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-#[path = "support/counting.rs"]
-mod counting;
 
 #[global_allocator]
 static GLOBAL: counting::Counting = counting::Counting;

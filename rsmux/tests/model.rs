@@ -34,7 +34,7 @@
 //! frames must leave and every property above holds for them too.
 //!
 //! Keepalive is disabled and time only moves for the close timeout: these tests are about
-//! data, not timers. `MODEL_CASES=20000 cargo nextest run -p rsmux --test model` soaks longer.
+//! data, not timers. `MODEL_CASES=20000 cargo test -p rsmux --test model` soaks longer.
 
 use std::{
     collections::{HashMap, VecDeque},

@@ -69,9 +69,7 @@ async fn read_to_end<R: tokio::io::AsyncRead + Unpin>(mut r: R) -> Vec<u8> {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    rsmux_test_support::pattern::bytes(seed.into(), len)
 }
 
 #[tokio::test]

@@ -9,9 +9,6 @@
 
 mod interop_support;
 
-#[path = "support/counting.rs"]
-mod counting;
-
 #[global_allocator]
 static GLOBAL: counting::Counting = counting::Counting;
 
@@ -26,6 +23,10 @@ use std::{
 use interop_support::{within, GoPeer};
 use rand::{rngs::StdRng, Rng, RngCore, SeedableRng};
 use rsmux::{Config, Session};
+use rsmux_test_support::{
+    counting,
+    pattern::{check_at, fill_at as fill},
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -64,18 +65,6 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Pseudo-random bytes that depend only on `seed` and the stream offset of each byte.
-fn fill(buf: &mut [u8], seed: u64, offset: u64) {
-    for (i, b) in buf.iter_mut().enumerate() {
-        let pos = offset + i as u64;
-        let mut x = (pos / 8) ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^= x >> 31;
-        *b = (x >> (8 * (pos % 8))) as u8;
-    }
-}
-
 async fn random_transfer(version: u8) {
     let _serial = SERIAL.lock().await;
     let total = env_u64("RSMUX_SOAK_BYTES", 256 << 20);
@@ -99,15 +88,17 @@ async fn random_transfer(version: u8) {
     });
     let mut sizes = StdRng::seed_from_u64(seed + 2);
     let mut got = vec![0u8; 1 << 20];
-    let mut want = vec![0u8; 1 << 20];
     let mut done = 0u64;
     let limit = Duration::from_secs(60 + total / (4 << 20));
     within(limit, "echoed random data", async {
         while done < total {
             let n = (sizes.gen_range(1..=1u64 << 20)).min(total - done) as usize;
             r.read_exact(&mut got[..n]).await.unwrap();
-            fill(&mut want[..n], seed, done);
-            assert!(got[..n] == want[..n], "bytes differ after offset {done}");
+            let bad = check_at(&got[..n], seed, done);
+            assert!(
+                bad.is_none(),
+                "bytes differ at offset {bad:?} (read from {done})"
+            );
             done += n as u64;
         }
     })

@@ -25,7 +25,7 @@
 //! - `go_to_rsmux_large_reads_go_window`, `go_to_rsmux_small_reads` (4 KiB reads),
 //!   `go_to_rsmux_small_reads_go_window`, `rsmux_to_go_go_window`: only with
 //!   `RSMUX_WRAP_GO_ALL=1`, otherwise they print that they were skipped and pass:
-//!   `RSMUX_WRAP_GO_ALL=1 cargo nextest run -p rsmux --test wrap_go`.
+//!   `RSMUX_WRAP_GO_ALL=1 cargo test -p rsmux --test wrap_go`.
 //! - `go_reader_reports_a_wrong_byte` (default, a few MiB): the Go side's check is not vacuous.
 //!
 //! The data is `periodic_table(streamID)` (see `interop_support`): a pattern with a prime

@@ -71,6 +71,7 @@ extern "C" {
 
 /// Asks for socket buffers of `bytes` each way (the kernel caps them at its maximum), as
 /// kcptun's `--sockbuf` does, so the relay itself does not drop bursts.
+#[allow(unsafe_code)] // setsockopt
 fn set_buffers(sock: &UdpSocket, bytes: i32) {
     for name in [SO_SNDBUF, SO_RCVBUF] {
         // SAFETY: a valid socket descriptor and a pointer to an i32 of the given length.

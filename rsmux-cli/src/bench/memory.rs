@@ -1,4 +1,5 @@
-//! Heap bytes per idle open stream, measured with the counting global allocator.
+//! Heap bytes per idle open stream, measured with the counting global allocator (installed
+//! only with the `bench-alloc` feature; without it the figure is not measured: n/a).
 
 use std::{io, time::Duration};
 
@@ -9,6 +10,13 @@ use tokio::{
 };
 
 use crate::alloc::live_bytes;
+
+/// Whether this build can measure heap bytes (built with `--features bench-alloc`).
+pub const AVAILABLE: bool = crate::alloc::INSTALLED;
+
+/// Why the figure is missing without the counting allocator (for the table's notes).
+pub const UNAVAILABLE_NOTE: &str =
+    "n/a: heap bytes are counted only in a build with `--features bench-alloc`";
 
 /// Result of one measurement.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +29,12 @@ pub struct Memory {
 /// Opens `n` streams from a client session to a server session (both in this process, over
 /// loopback TCP), waits until the server accepted them all, and divides the growth of live
 /// heap bytes by `n`. Every stream stays open (and idle) on both ends while measuring.
+///
+/// Fails with `Unsupported` in a build without the counting allocator.
 pub async fn idle_streams(config: Config, n: usize) -> io::Result<Memory> {
+    let counted =
+        || live_bytes().ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, UNAVAILABLE_NOTE));
+    counted()?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (client_tcp, server_tcp) = tokio::try_join!(TcpStream::connect(addr), async {
@@ -43,7 +56,7 @@ pub async fn idle_streams(config: Config, n: usize) -> io::Result<Memory> {
     let accepted = Vec::with_capacity(n);
     tokio::time::sleep(Duration::from_millis(20)).await;
 
-    let before = live_bytes();
+    let before = counted()?;
     let acceptor = tokio::spawn({
         let server = server.clone();
         let mut accepted = accepted;
@@ -62,7 +75,7 @@ pub async fn idle_streams(config: Config, n: usize) -> io::Result<Memory> {
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "accepting streams timed out"))?
         .map_err(io::Error::other)??;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let after = live_bytes();
+    let after = counted()?;
 
     let result = Memory {
         streams: n,

@@ -66,6 +66,7 @@ extern "C" {
 
 /// Raises this process's soft limit on open files to its hard limit (child processes inherit
 /// it); returns the soft limit in force afterwards.
+#[allow(unsafe_code)] // two libc calls
 pub fn raise_fd_limit() -> Option<u64> {
     let mut lim = RLimit { cur: 0, max: 0 };
     // SAFETY: `lim` is a valid, writable `struct rlimit` (two 64-bit fields on Linux).

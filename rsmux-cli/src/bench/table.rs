@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use super::{
     args::{ECHO_STREAMS, IDLE_STREAMS, MANY_STREAMS},
-    delay,
+    delay, memory,
     report::{Report, RowReport, WorkloadRuns},
     rows::{size, Workload},
     stats::Stat,
@@ -218,7 +218,7 @@ pub fn render(rep: &Report) -> String {
                 .collect();
             let idle = local.then(|| {
                 r.idle_bytes_per_stream
-                    .map_or("-".into(), |b| format!("{b:.0}"))
+                    .map_or(idle_missing().into(), |b| format!("{b:.0}"))
             });
             stat_lines(&mut out, &r.name, name_w, &cells, idle, rep.repeat);
             for e in &r.errors {
@@ -373,6 +373,9 @@ fn notes(out: &mut String, rep: &Report, local: bool) {
         let _ = writeln!(out, "One way: client to server, 128 KiB writes and reads. Echo: every stream writes 128 KiB chunks while reading");
         let _ = writeln!(out, "the echo; MB/s of bytes echoed (each direction carries that much). open+close: open, write 1 B, read 1 B, close.");
         let _ = writeln!(out, "idle stream: heap bytes per idle open stream, client + server sessions together, {IDLE_STREAMS} streams.");
+        if !memory::AVAILABLE {
+            let _ = writeln!(out, "idle stream {}.", memory::UNAVAILABLE_NOTE);
+        }
     } else if !rep.rows.is_empty() {
         let _ = writeln!(out, "Echoed: each stream writes 128 KiB chunks while reading the echo; when all came back it half-closes");
         let _ = writeln!(
@@ -426,6 +429,16 @@ fn notes(out: &mut String, rep: &Report, local: bool) {
                 }
             }
         }
+    }
+}
+
+/// The idle-stream cell of a row without the figure: "-" where it is not measured (raw TCP,
+/// Go), "n/a" everywhere in a build that cannot count heap bytes.
+fn idle_missing() -> &'static str {
+    if memory::AVAILABLE {
+        "-"
+    } else {
+        "n/a"
     }
 }
 

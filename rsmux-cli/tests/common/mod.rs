@@ -1,16 +1,18 @@
-//! Helpers shared by the CLI integration tests: child processes that are killed on drop,
-//! readiness lines, time limits, the Go peer.
+//! Helpers shared by the CLI integration tests: the `rsmux` binary, local TCP targets and the
+//! tunnel checks; child processes, the Go peer, data patterns and time limits come from
+//! `rsmux-test-support`.
 #![allow(dead_code)]
 
 use std::{
-    io::{BufRead, BufReader, Read},
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    ops::{Deref, DerefMut},
+    process::Output,
+    time::Duration,
 };
 
+use rsmux_test_support::process::Child;
+#[allow(unused_imports)] // each test binary uses a different part
+pub use rsmux_test_support::{process::run, time::within};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -21,158 +23,38 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_rsmux")
 }
 
-/// A child process killed (and reaped) when dropped; its stderr is collected.
+/// A server child process that printed `listening on ADDR`; killed (and reaped) when
+/// dropped, its stdout and stderr captured (see [`Child`]).
 pub struct Proc {
-    pub child: Child,
+    child: Child,
+    /// Where it listens.
     pub addr: SocketAddr,
-    stderr: Arc<Mutex<String>>,
 }
 
 impl Proc {
     /// Starts `program args` and waits (at most 20 s) for its `listening on ADDR` line.
     pub fn start(program: &str, args: &[&str]) -> Proc {
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        {
-            let mut err = child.stderr.take().unwrap();
-            let stderr = stderr.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = err.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    stderr
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let mut sent = false;
-            while let Some(Ok(line)) = lines.next() {
-                if !sent {
-                    if let Some(a) = line.trim().strip_prefix("listening on ") {
-                        let _ = tx.send(a.to_string());
-                        sent = true;
-                    }
-                }
-            }
-        });
-        let mut p = Proc {
-            child,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            stderr,
-        };
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(a) => p.addr = a.parse().expect("listening address"),
-            Err(_) => panic!(
-                "{program} {args:?} did not print 'listening on'; stderr: {}",
-                p.stderr()
-            ),
-        }
-        p
+        let child = Child::spawn(program, args);
+        let addr = child.listening_addr(Duration::from_secs(20));
+        Proc { child, addr }
     }
 
     /// Starts `rsmux args`.
     pub fn rsmux(args: &[&str]) -> Proc {
         Proc::start(bin(), args)
     }
+}
 
-    pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Waits until stderr contains `needle` (at most `limit`).
-    pub fn wait_stderr(&self, needle: &str, limit: Duration) -> bool {
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            if self.stderr().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    /// Sends a signal (unix `kill -SIG pid`).
-    pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "kill -{sig} failed");
-    }
-
-    /// Waits for the process to exit (at most `limit`), returning its exit code.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+impl Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs `program args` to completion, killing it after `limit`.
-pub fn run(program: &str, args: &[&str], limit: Duration) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-    // Drain the pipes in threads so a chatty child cannot block.
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let end = Instant::now() + limit;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{program} {args:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
+impl DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
     }
 }
 
@@ -181,48 +63,18 @@ pub fn rsmux(args: &[&str]) -> Output {
     run(bin(), args, Duration::from_secs(60))
 }
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 /// The Go peer, built with `interop/build.sh` (which installs Go and Debian's smux when
 /// missing). Interop is tested for real: a failed build fails the test, it never skips.
 pub fn go_peer() -> String {
-    static PEER: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
-    PEER.get_or_init(|| {
-        let script = workspace().join("interop/build.sh");
-        let out = run(script.to_str().unwrap(), &[], Duration::from_secs(600));
-        if !out.status.success() {
-            return Err(format!(
-                "interop/build.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if Path::new(&path).is_file() {
-            Ok(path)
-        } else {
-            Err(format!("interop/build.sh printed {path:?}, not a file"))
-        }
-    })
-    .clone()
-    .unwrap_or_else(|e| panic!("Go peer unavailable: {e}"))
+    rsmux_test_support::go::peer_binary()
+        .to_str()
+        .expect("UTF-8 path")
+        .to_string()
 }
 
 /// Deterministic test bytes.
 pub fn pattern(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    rsmux_test_support::pattern::bytes(seed, n)
 }
 
 /// A multi-threaded runtime for the async parts of a test.
@@ -232,13 +84,6 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// Fails the test if `f` takes longer than `limit`.
-pub async fn within<T>(limit: Duration, what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(limit, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: timed out after {limit:?}"))
 }
 
 /// A plain TCP echo target: echoes until EOF, then half-closes.

@@ -1,175 +1,77 @@
-//! Helpers for the Go interoperability tests: building and running the Go reference peer
-//! (`interop/go/src/smuxpeer`, built by `interop/build.sh` against Debian's xtaci/smux
-//! v1.5.16), the shared deterministic data pattern, and a byte-counting I/O wrapper.
+//! Helpers for the Go interoperability tests: the Go reference peer (`interop/go/src/smuxpeer`,
+//! built by `interop/build.sh` against Debian's xtaci/smux v1.5.16) as a listening child or a
+//! client run, the data of its `bigstream` role, and a byte-counting I/O wrapper. The shared
+//! pieces (child processes, the Go build, the data pattern, time limits) are in
+//! `rsmux-test-support`.
 #![allow(dead_code)]
 
 use std::{
-    future::Future,
     io,
     net::SocketAddr,
-    path::{Path, PathBuf},
+    ops::{Deref, DerefMut},
     pin::Pin,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, OnceLock,
+        Arc,
     },
     task::{Context, Poll},
     time::Duration,
 };
 
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    sync::mpsc,
+use rsmux_test_support::{go::peer_binary, process::Child};
+#[allow(unused_imports)] // each test binary uses a different part
+pub use rsmux_test_support::{
+    pattern::{fnv1a64, go_pattern as pattern},
+    time::within,
 };
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Root of the workspace (parent of the `rsmux` crate).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("rsmux crate has a parent directory")
-        .to_path_buf()
-}
-
-/// Builds the Go peer once per test process (nextest runs every test in its own process, so
-/// `interop/build.sh` is a quick, flock-protected no-op when the binary is up to date).
-/// Panics with the build output if the build fails: these tests never skip.
-pub fn go_peer_binary() -> &'static Path {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let res = BIN.get_or_init(|| {
-        let script = workspace_root().join("interop").join("build.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        if !out.status.success() {
-            return Err(format!(
-                "{} failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
-                script.display(),
-                out.status
-            ));
-        }
-        let path = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
-        if !path.is_file() {
-            return Err(format!(
-                "{} did not produce a binary (stdout: {stdout:?}, stderr: {stderr:?})",
-                script.display()
-            ));
-        }
-        Ok(path)
-    });
-    match res {
-        Ok(p) => p,
-        Err(msg) => panic!("building the Go smux peer failed — interop tests cannot run:\n{msg}"),
-    }
-}
-
-/// A running Go peer in a listening role. Killed when dropped.
+/// A running Go peer in a listening role, its output captured (see [`Child`], whose methods
+/// it has). Killed when dropped.
 pub struct GoPeer {
     child: Child,
     /// Where it listens (always on 127.0.0.1).
     pub addr: SocketAddr,
-    lines: mpsc::UnboundedReceiver<String>,
-    desc: String,
 }
 
 impl GoPeer {
     /// Starts `smuxpeer ROLE -listen 127.0.0.1:0 ARGS...` and waits (10 s at most) for its
-    /// `listening on` line.
+    /// `listening on` line, which must be its first.
     pub async fn start(role: &str, args: &[&str]) -> GoPeer {
-        let bin = go_peer_binary();
-        let desc = format!("smuxpeer {role} {}", args.join(" "));
-        let mut child = Command::new(bin)
-            .arg(role)
-            .args(["-listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {desc}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, mut lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut peer_child = Some(child);
-        let first = tokio::time::timeout(Duration::from_secs(10), lines.recv()).await;
-        let line = match first {
-            Ok(Some(l)) => l,
-            other => {
-                let mut c = peer_child.take().unwrap();
-                let _ = c.kill();
-                let status = c.wait();
-                panic!("{desc}: no `listening on` line within 10 s ({other:?}, exit: {status:?})");
-            }
+        let mut cmd = Command::new(peer_binary());
+        cmd.arg(role).args(["-listen", "127.0.0.1:0"]).args(args);
+        let mut child = Child::spawn_command(cmd);
+        let Some(line) = child.next_line(Duration::from_secs(10)).await else {
+            let running = child.is_running();
+            panic!(
+                "{}: no `listening on` line within 10 s (running: {running})",
+                child.desc()
+            );
         };
         let addr: SocketAddr = line
             .strip_prefix("listening on ")
             .and_then(|a| a.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{desc}: unexpected first line {line:?}"));
-        assert!(addr.ip().is_loopback(), "{desc} listens on {addr}");
-        GoPeer {
-            child: peer_child.take().unwrap(),
-            addr,
-            lines,
-            desc,
-        }
-    }
-
-    /// Next stdout line, waiting at most `wait`.
-    pub async fn next_line(&mut self, wait: Duration) -> Option<String> {
-        tokio::time::timeout(wait, self.lines.recv())
-            .await
-            .ok()
-            .flatten()
-    }
-
-    /// Waits (at most `wait`) for a stdout line starting with `prefix`; earlier lines are
-    /// skipped. Panics on timeout.
-    pub async fn expect_line(&mut self, prefix: &str, wait: Duration) -> String {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(l)) if l.starts_with(prefix) => return l,
-                Ok(Some(_)) => continue,
-                Ok(None) => panic!("{}: exited before printing {prefix:?}", self.desc),
-                Err(_) => panic!(
-                    "{}: no line starting with {prefix:?} within {wait:?}",
-                    self.desc
-                ),
-            }
-        }
-    }
-
-    /// Stdout lines printed so far (does not wait).
-    pub fn lines_so_far(&mut self) -> Vec<String> {
-        let mut v = Vec::new();
-        while let Ok(l) = self.lines.try_recv() {
-            v.push(l);
-        }
-        v
-    }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+            .unwrap_or_else(|| panic!("{}: unexpected first line {line:?}", child.desc()));
+        assert!(
+            addr.ip().is_loopback(),
+            "{} listens on {addr}",
+            child.desc()
+        );
+        GoPeer { child, addr }
     }
 }
 
-impl Drop for GoPeer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl Deref for GoPeer {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl DerefMut for GoPeer {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
     }
 }
 
@@ -183,7 +85,7 @@ pub struct GoRun {
 
 /// Runs `smuxpeer client ARGS...` to completion (killed after `wait`; that is a failure).
 pub async fn run_go(args: &[&str], wait: Duration) -> GoRun {
-    let bin = go_peer_binary();
+    let bin = peer_binary();
     let desc = format!("smuxpeer {}", args.join(" "));
     let child = tokio::process::Command::new(bin)
         .args(args)
@@ -202,42 +104,6 @@ pub async fn run_go(args: &[&str], wait: Duration) -> GoRun {
         Ok(Err(e)) => panic!("{desc}: waiting: {e}"),
         Err(_) => panic!("{desc}: still running after {wait:?} (killed)"),
     }
-}
-
-/// Awaits `fut`, panicking with `what` if it takes longer than `wait`.
-pub async fn within<F: Future>(wait: Duration, what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(wait, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {wait:?}: {what}"),
-    }
-}
-
-/// The deterministic test pattern shared with the Go peer (`pattern` in main.go): an
-/// xorshift32 sequence seeded from `seed`, each state emitted little-endian.
-pub fn pattern(seed: u32, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) ^ 0x6d2b_79f5;
-    if x == 0 {
-        x = 1;
-    }
-    let mut v = Vec::with_capacity(n + 4);
-    while v.len() < n {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(n);
-    v
-}
-
-/// 64-bit FNV-1a, as computed by the Go `slowreader` role.
-pub fn fnv1a64(data: &[u8]) -> u64 {
-    let mut h: u64 = 14_695_981_039_346_656_037;
-    for &c in data {
-        h ^= u64::from(c);
-        h = h.wrapping_mul(1_099_511_628_211);
-    }
-    h
 }
 
 /// Byte counters of a [`Counting`] wrapper.
