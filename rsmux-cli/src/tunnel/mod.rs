@@ -4,10 +4,12 @@
 //!
 //! Modules: [`tls`] certificates, fingerprints and TLS configurations; [`auth`] the secret and
 //! its proof; [`transport`] from a TCP connection to a session, either side; [`files`] files
-//! that hold secrets. This file has the flags, the accept loops and the copying.
+//! that hold secrets; [`pipe`] the copying, and when a TCP connection is reset rather than
+//! closed. This file has the flags and the accept loops.
 
 pub mod auth;
 pub mod files;
+pub mod pipe;
 pub mod tls;
 pub mod transport;
 
@@ -24,7 +26,6 @@ use std::{
 use clap::{Args, Subcommand};
 use rsmux::{Config, Session, Stream};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::{watch, Semaphore},
 };
@@ -32,6 +33,7 @@ use tracing::{debug, info, warn};
 
 use self::{
     auth::Secret,
+    pipe::{pipe, Side},
     tls::{Fingerprint, Trust},
     transport::{ClientSecurity, DialError, ServerSecurity},
 };
@@ -53,7 +55,9 @@ Without --tls (how Go smux tunnels talk) a server only listens on a loopback add
 given --insecure-plaintext: anyone who reaches its port would reach the target, in clear text.
 
 Each local TCP connection becomes one smux stream. Half-close crosses the tunnel both ways:
-a TCP shutdown becomes a FIN and a FIN becomes a TCP shutdown. Both sides must use the same
+a TCP shutdown becomes a FIN and a FIN becomes a TCP shutdown. A connection whose session dies
+is reset (RST), not closed, on either side; so is a local connection whose stream the server
+closes before sending anything (its target could not be reached). Both sides must use the same
 --smuxver, or the server takes `--smuxver auto` and serves v1 and v2 clients alike. Both print
 'listening on ADDR' when ready.";
 
@@ -83,7 +87,7 @@ client's command line. A client that does not prove the secret is refused (and l
 any of its streams reaches --target.
 
 Every accepted stream dials --target (timeout 10 s); if it cannot be reached the stream is
-closed at once and a warning is logged.";
+closed at once and a warning is logged (the client resets its local connection).";
 
 const CLIENT_EXAMPLES: &str = "\
 Examples:
@@ -193,10 +197,6 @@ const MAX_PENDING_HANDSHAKES: usize = 256;
 const SESSION_WAIT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Read buffer for the TCP → stream direction.
-const TCP_READ_BUF: usize = 32 * 1024;
-/// Largest chunk taken from a stream at once.
-const CHUNK_MAX: usize = 1 << 20;
 
 /// Checks the flags before anything starts; the error is a one-line usage message (exit
 /// status 2) that names the flag. Files are read later, by [`run`] (exit status 1).
@@ -486,7 +486,7 @@ async fn forward_to_target(stream: Stream, target: Arc<str>) {
         }
     };
     let _ = tcp.set_nodelay(true);
-    match pipe(stream, tcp).await {
+    match pipe(stream, tcp, Side::Server).await {
         Ok((up, down)) => debug!("stream {id}: done, {up} bytes to target, {down} bytes back"),
         Err(e) => debug!("stream {id}: ended with error: {e}"),
     }
@@ -574,13 +574,14 @@ async fn run_client(args: ClientArgs) -> Result<()> {
             let stream = match pool.open().await {
                 Ok(stream) => stream,
                 Err(why) => {
-                    warn!("connection from {peer}: {why}; closing it");
+                    warn!("connection from {peer}: {why}; resetting it");
+                    pipe::reset(tcp);
                     return;
                 }
             };
             let id = stream.id();
             debug!("connection from {peer} -> stream {id}");
-            match pipe(stream, tcp).await {
+            match pipe(stream, tcp, Side::Client).await {
                 Ok((up, down)) => {
                     debug!("stream {id}: done, {up} bytes to server, {down} bytes back")
                 }
@@ -708,46 +709,6 @@ async fn maintain_session(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
-}
-
-/// Copies both ways between a stream and a TCP connection until both directions ended.
-/// TCP EOF becomes FIN, FIN becomes a TCP write shutdown; each direction goes on alone after
-/// the other ended. An error in either direction closes both at once (dropping the halves).
-/// Returns the bytes carried (TCP → stream, stream → TCP).
-pub async fn pipe(stream: Stream, tcp: TcpStream) -> std::io::Result<(u64, u64)> {
-    let (mut sr, mut sw) = stream.into_split();
-    let (mut tr, mut tw) = tcp.into_split();
-    let up = async move {
-        // Each read goes to the stream as it is (no copy); the buffer is renewed per read.
-        let mut buf = bytes::BytesMut::new();
-        let mut total = 0u64;
-        loop {
-            buf.reserve(TCP_READ_BUF);
-            let n = tr.read_buf(&mut buf).await?;
-            if n == 0 {
-                sw.shutdown().await?;
-                return Ok::<_, std::io::Error>(total);
-            }
-            sw.write_chunk(buf.split().freeze()).await?;
-            total += n as u64;
-        }
-    };
-    let down = async move {
-        let mut total = 0u64;
-        loop {
-            match sr.read_chunk(CHUNK_MAX).await? {
-                Some(chunk) => {
-                    tw.write_all(&chunk).await?;
-                    total += chunk.len() as u64;
-                }
-                None => {
-                    tw.shutdown().await?;
-                    return Ok::<_, std::io::Error>(total);
-                }
-            }
-        }
-    };
-    tokio::try_join!(up, down)
 }
 
 #[cfg(test)]
