@@ -310,6 +310,19 @@ pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener> {
         .context(format_args!("cannot listen on {addr}"))
 }
 
+/// Checks that `addr` (`HOST:PORT`, given as `flag`) resolves, so that a misspelt host is
+/// reported at start rather than at the first connection (exit status 1: the name may be
+/// right and the resolver down).
+pub async fn check_resolves(flag: &str, addr: &str) -> Result<()> {
+    match tokio::net::lookup_host(addr).await.map(|mut a| a.next()) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Failure(format!("{flag} {addr}: the name has no address"))),
+        Err(e) => Err(Failure(format!(
+            "{flag} {addr}: cannot resolve the name: {e}"
+        ))),
+    }
+}
+
 /// Human-readable reason a session ended.
 pub fn close_reason(session: &rsmux::Session) -> String {
     match session.close_reason() {

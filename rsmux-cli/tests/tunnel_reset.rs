@@ -1,5 +1,6 @@
 //! How `rsmux tunnel` ends TCP connections that could not finish: reset (RST) when the
-//! session dies or the target cannot be reached, a clean EOF after a normal close.
+//! session dies or the target cannot be reached, a clean EOF after a normal close; and names
+//! that do not resolve are reported at start.
 
 mod common;
 
@@ -227,4 +228,49 @@ fn a_normal_close_is_still_a_clean_eof() {
         "empty request",
         request_response(addr, 0, 100_000),
     ));
+}
+
+/// The one-line error of a start that fails, with its exit status.
+fn failed_start(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = common::rsmux(args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+#[test]
+fn names_that_do_not_resolve_are_reported_at_start() {
+    let (code, stdout, stderr) = failed_start(&[
+        "tunnel",
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--target",
+        "no.such.host.invalid:80",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stdout.contains("listening on"), "it listened: {stdout}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: --target no.such.host.invalid:80: "),
+        "{stderr}"
+    );
+
+    let (code, stdout, stderr) = failed_start(&[
+        "tunnel",
+        "client",
+        "--listen",
+        "127.0.0.1:0",
+        "--server",
+        "no.such.host.invalid:4000",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stdout.contains("listening on"), "it listened: {stdout}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: --server no.such.host.invalid:4000: "),
+        "{stderr}"
+    );
 }

@@ -87,7 +87,8 @@ client's command line. A client that does not prove the secret is refused (and l
 any of its streams reaches --target.
 
 Every accepted stream dials --target (timeout 10 s); if it cannot be reached the stream is
-closed at once and a warning is logged (the client resets its local connection).";
+closed at once and a warning is logged (the client resets its local connection). --target must
+resolve at start.";
 
 const CLIENT_EXAMPLES: &str = "\
 Examples:
@@ -415,6 +416,7 @@ async fn run_server(args: ServerArgs) -> Result<()> {
         .config()
         .map_err(common::Failure)?
         .with_max_streams(args.max_streams);
+    common::check_resolves("--target", &args.target).await?;
     let setup = server_setup(&args.security)?;
     let listener = common::bind(&args.listen).await?;
     let local = listener.local_addr().context("listener address")?;
@@ -521,6 +523,7 @@ fn client_security(args: &ClientArgs) -> Result<ClientSecurity> {
 
 async fn run_client(args: ClientArgs) -> Result<()> {
     let config = args.smux.client_config().map_err(common::Failure)?;
+    common::check_resolves("--server", &args.server).await?;
     let security = Arc::new(client_security(&args)?);
     let listener = common::bind(&args.listen).await?;
     let local = listener.local_addr().context("listener address")?;
