@@ -11,6 +11,7 @@
 //! driver task owns.
 
 mod deadline;
+mod futures_io;
 mod session;
 mod shared;
 mod stream;
