@@ -1,14 +1,6 @@
 //! `rsmux echo`: an smux server that echoes every accepted stream.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use clap::Args;
 use rsmux::{Config, Session, Stream};
@@ -18,7 +10,10 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use crate::common::{self, Context, Result, SmuxOpts};
+use crate::{
+    common::{self, Context, Result, SmuxOpts},
+    shutdown::{DrainOpts, Sessions, Signals},
+};
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -30,7 +25,9 @@ Examples:
 
 When ready it prints 'listening on ADDR' (the bound address) on stdout.
 Each stream is echoed until the peer half-closes (FIN); then the server sends FIN too.
-SIGINT or SIGTERM stops it: it stops accepting and closes every session.";
+The first SIGINT or SIGTERM stops it gracefully: it stops accepting connections and drains
+every session (no new streams; open ones are echoed to their end, for at most
+--drain-timeout), then exits; a second signal stops it at once.";
 
 /// Arguments of `rsmux echo`.
 #[derive(Args, Debug)]
@@ -45,21 +42,21 @@ pub struct EchoArgs {
     pub max_streams: u32,
 
     #[command(flatten)]
+    pub drain: DrainOpts,
+
+    #[command(flatten)]
     pub smux: SmuxOpts,
 }
 
 /// Largest chunk taken from a stream at once; a whole received frame fits.
 const CHUNK_MAX: usize = 1 << 20;
 
-/// How long closing sessions may take when stopping.
-const STOP_TIMEOUT: Duration = Duration::from_secs(3);
-
-type Registry = Arc<Mutex<HashMap<u64, Session>>>;
-
 pub async fn run(args: EchoArgs) -> Result<()> {
     let config = args.smux.config().map_err(common::Failure)?;
     let listener = common::bind(&args.listen).await?;
     let local = listener.local_addr().context("listener address")?;
+    // Before the readiness line: a signal from then on drains.
+    let mut signals = Signals::new();
     common::print_listening(local);
     info!(
         "echo server on {local} (smux {}, frames up to {} bytes)",
@@ -67,21 +64,12 @@ pub async fn run(args: EchoArgs) -> Result<()> {
         config.max_frame_size
     );
 
-    let sessions: Registry = Arc::default();
-    let next_id = AtomicU64::new(0);
-    let stop = common::shutdown_signal();
-    tokio::pin!(stop);
-    loop {
+    let sessions = Sessions::default();
+    let sig = loop {
         tokio::select! {
-            sig = &mut stop => {
-                info!("{sig} received: stopping");
-                break;
-            }
+            sig = signals.next() => break sig,
             res = listener.accept() => match res {
-                Ok((tcp, peer)) => {
-                    let id = next_id.fetch_add(1, Ordering::Relaxed);
-                    start_session(tcp, peer, id, &config, &sessions, args.max_streams);
-                }
+                Ok((tcp, peer)) => start_session(tcp, peer, &config, &sessions, args.max_streams),
                 Err(e) => {
                     // Typically out of file descriptors: wait instead of spinning.
                     warn!("accept failed: {e}");
@@ -89,38 +77,20 @@ pub async fn run(args: EchoArgs) -> Result<()> {
                 }
             },
         }
-    }
+    };
     drop(listener);
-
-    let open: Vec<Session> = lock(&sessions).values().cloned().collect();
-    info!("closing {} session(s)", open.len());
-    let mut closing = tokio::task::JoinSet::new();
-    for s in open {
-        closing.spawn(async move {
-            let _ = s.close().await;
-        });
-    }
-    if tokio::time::timeout(STOP_TIMEOUT, async {
-        while closing.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
-        warn!("some sessions did not close within {STOP_TIMEOUT:?}");
-    }
+    info!("{sig} received: stopped listening on {local}");
+    sessions
+        .drain_all(args.drain.drain_timeout, &mut signals)
+        .await;
     Ok(())
-}
-
-fn lock(r: &Registry) -> std::sync::MutexGuard<'_, HashMap<u64, Session>> {
-    r.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn start_session(
     tcp: TcpStream,
     peer: SocketAddr,
-    id: u64,
     config: &Config,
-    sessions: &Registry,
+    sessions: &Sessions,
     max_streams: u32,
 ) {
     let _ = tcp.set_nodelay(true);
@@ -131,9 +101,11 @@ fn start_session(
             return;
         }
     };
+    let Some(registered) = sessions.add(&session) else {
+        debug!("session from {peer} closed: the server is stopping");
+        return;
+    };
     debug!("session from {peer} started");
-    lock(sessions).insert(id, session.clone());
-    let sessions = sessions.clone();
     let slots = Arc::new(Semaphore::new(max_streams as usize));
     tokio::spawn(async move {
         let mut refused = 0u64;
@@ -163,7 +135,7 @@ fn start_session(
                 }
             }
         }
-        lock(&sessions).remove(&id);
+        drop(registered);
     });
 }
 

@@ -9,6 +9,7 @@ mod bench;
 mod common;
 mod echo;
 mod kcptun;
+mod shutdown;
 mod tunnel;
 
 use std::process::ExitCode;

@@ -98,7 +98,16 @@ fn echo_v2() {
 
 #[test]
 fn sigint_with_open_sessions_exits_zero() {
-    let mut server = Proc::rsmux(&["echo", "--listen", "127.0.0.1:0", "--keepalive", "0"]);
+    // No grace: the first signal closes sessions with open streams at once.
+    let mut server = Proc::rsmux(&[
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--keepalive",
+        "0",
+        "--drain-timeout",
+        "0",
+    ]);
     let addr = server.addr;
     let rt = runtime();
     let session = rt.block_on(async {

@@ -4,7 +4,7 @@
 //!
 //! Modules: [`tls`] certificates, fingerprints and TLS configurations; [`auth`] the secret and
 //! its proof; [`transport`] from a TCP connection to a session, either side; [`files`] files
-//! that hold secrets; [`pipe`] the copying, and when a TCP connection is reset rather than
+//! that hold secrets; [`pipe`](mod@pipe) the copying, and when a TCP connection is reset rather than
 //! closed. This file has the flags and the accept loops.
 
 pub mod auth;
@@ -37,7 +37,10 @@ use self::{
     tls::{Fingerprint, Trust},
     transport::{ClientSecurity, DialError, ServerSecurity},
 };
-use crate::common::{self, Context, Failure, Result, SmuxOpts};
+use crate::{
+    common::{self, Context, Failure, Result, SmuxOpts},
+    shutdown::{DrainOpts, Sessions, Signals},
+};
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -59,7 +62,11 @@ a TCP shutdown becomes a FIN and a FIN becomes a TCP shutdown. A connection whos
 is reset (RST), not closed, on either side; so is a local connection whose stream the server
 closes before sending anything (its target could not be reached). Both sides must use the same
 --smuxver, or the server takes `--smuxver auto` and serves v1 and v2 clients alike. Both print
-'listening on ADDR' when ready.";
+'listening on ADDR' when ready.
+
+The first SIGINT or SIGTERM stops either side gracefully: it stops listening (and the client
+stops reconnecting), drains every session (no new streams; open connections go on to their end,
+for at most --drain-timeout), then exits with status 0; a second signal stops it at once.";
 
 /// `rsmux tunnel` subcommands.
 #[derive(Subcommand, Debug)]
@@ -118,6 +125,8 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_streams: usize,
     #[command(flatten)]
+    pub drain: DrainOpts,
+    #[command(flatten)]
     pub security: ServerSecurityArgs,
     #[command(flatten)]
     pub smux: SmuxOpts,
@@ -163,6 +172,8 @@ pub struct ClientArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub conns: u16,
+    #[command(flatten)]
+    pub drain: DrainOpts,
     #[command(flatten)]
     pub security: ClientSecurityArgs,
     #[command(flatten)]
@@ -255,20 +266,14 @@ fn is_loopback(addr: &str) -> bool {
     }
 }
 
-/// Runs `rsmux tunnel server` or `client` until a signal or a fatal error.
+/// Runs `rsmux tunnel server` or `client` until a fatal error, or a signal and the drain
+/// that follows it (see [`crate::shutdown`]).
 pub async fn run(cmd: TunnelCommand) -> Result<()> {
-    let serve = async {
-        match cmd {
-            TunnelCommand::Server(a) => run_server(a).await,
-            TunnelCommand::Client(a) => run_client(a).await,
-        }
-    };
-    tokio::select! {
-        res = serve => res,
-        sig = common::shutdown_signal() => {
-            info!("{sig} received: stopping");
-            Ok(())
-        }
+    // From the start: a signal during the setup drains nothing and stops.
+    let signals = Signals::new();
+    match cmd {
+        TunnelCommand::Server(a) => run_server(a, signals).await,
+        TunnelCommand::Client(a) => run_client(a, signals).await,
     }
 }
 
@@ -410,7 +415,7 @@ fn host_name() -> String {
         .unwrap_or_else(|| "SERVER".into())
 }
 
-async fn run_server(args: ServerArgs) -> Result<()> {
+async fn run_server(args: ServerArgs, mut signals: Signals) -> Result<()> {
     let config = args
         .smux
         .config()
@@ -445,8 +450,12 @@ async fn run_server(args: ServerArgs) -> Result<()> {
     let target: Arc<str> = args.target.into();
     let security = Arc::new(setup.security);
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-    loop {
-        let (tcp, peer) = accept(&listener).await;
+    let sessions = Sessions::default();
+    let sig = loop {
+        let (tcp, peer) = tokio::select! {
+            sig = signals.next() => break sig,
+            accepted = accept(&listener) => accepted,
+        };
         let _ = tcp.set_nodelay(true);
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             warn!("refused {peer}: {MAX_PENDING_HANDSHAKES} connections are already starting");
@@ -455,14 +464,23 @@ async fn run_server(args: ServerArgs) -> Result<()> {
         let target = target.clone();
         let security = security.clone();
         let config = config.clone();
+        let sessions = sessions.clone();
         tokio::spawn(async move {
             let session = transport::server_session(tcp, peer, &security, config).await;
             drop(permit);
             let Some(session) = session else { return };
+            let Some(_registered) = sessions.add(&session) else {
+                info!("session from {peer} closed: the server is stopping");
+                return;
+            };
             loop {
                 match session.accept_stream().await {
                     Ok(stream) => {
                         tokio::spawn(forward_to_target(stream, target.clone()));
+                    }
+                    Err(rsmux::Error::Draining) => {
+                        debug!("session from {peer}: draining, no new streams");
+                        break;
                     }
                     Err(e) => {
                         info!("session from {peer} ended: {e}");
@@ -471,7 +489,13 @@ async fn run_server(args: ServerArgs) -> Result<()> {
                 }
             }
         });
-    }
+    };
+    drop(listener);
+    info!("{sig} received: stopped listening on {local}");
+    sessions
+        .drain_all(args.drain.drain_timeout, &mut signals)
+        .await;
+    Ok(())
 }
 
 async fn forward_to_target(stream: Stream, target: Arc<str>) {
@@ -521,7 +545,7 @@ fn client_security(args: &ClientArgs) -> Result<ClientSecurity> {
     })
 }
 
-async fn run_client(args: ClientArgs) -> Result<()> {
+async fn run_client(args: ClientArgs, mut signals: Signals) -> Result<()> {
     let config = args.smux.client_config().map_err(common::Failure)?;
     common::check_resolves("--server", &args.server).await?;
     let security = Arc::new(client_security(&args)?);
@@ -543,15 +567,16 @@ async fn run_client(args: ClientArgs) -> Result<()> {
     }
     let server: Arc<str> = args.server.into();
     let mut slots = Vec::new();
+    let mut maintainers = Vec::new();
     for index in 0..usize::from(args.conns) {
         let (tx, rx) = watch::channel(Slot::Connecting);
-        tokio::spawn(maintain_session(
+        maintainers.push(tokio::spawn(maintain_session(
             index,
             server.clone(),
             security.clone(),
             config.clone(),
             tx,
-        ));
+        )));
         slots.push(rx);
     }
     common::print_listening(local);
@@ -569,8 +594,11 @@ async fn run_client(args: ClientArgs) -> Result<()> {
         slots,
         next: AtomicUsize::new(0),
     });
-    loop {
-        let (tcp, peer) = accept(&listener).await;
+    let sig = loop {
+        let (tcp, peer) = tokio::select! {
+            sig = signals.next() => break sig,
+            accepted = accept(&listener) => accepted,
+        };
         let _ = tcp.set_nodelay(true);
         let pool = pool.clone();
         tokio::spawn(async move {
@@ -591,7 +619,25 @@ async fn run_client(args: ClientArgs) -> Result<()> {
                 Err(e) => debug!("stream {id}: ended with error: {e}"),
             }
         });
+    };
+    drop(listener);
+    for m in &maintainers {
+        m.abort();
     }
+    info!("{sig} received: stopped listening on {local} and reconnecting");
+    let sessions = Sessions::default();
+    let _registered: Vec<_> = pool
+        .slots
+        .iter()
+        .filter_map(|slot| match &*slot.borrow() {
+            Slot::Up(session) => sessions.add(session),
+            _ => None,
+        })
+        .collect();
+    sessions
+        .drain_all(args.drain.drain_timeout, &mut signals)
+        .await;
+    Ok(())
 }
 
 /// The state of one of the client's sessions.
