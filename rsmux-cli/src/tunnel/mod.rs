@@ -616,6 +616,8 @@ async fn run_client(args: ClientArgs, mut signals: Signals) -> Result<()> {
                 Ok((up, down)) => {
                     debug!("stream {id}: done, {up} bytes to server, {down} bytes back")
                 }
+                // The server's own log says why (target unreachable, --max-streams).
+                Err(e @ pipe::PipeError::Refused) => info!("connection from {peer}: {e}"),
                 Err(e) => debug!("stream {id}: ended with error: {e}"),
             }
         });
