@@ -11,6 +11,9 @@ mod go_client;
 #[path = "../examples/hyper_over_rsmux.rs"]
 mod hyper_over_rsmux;
 #[allow(dead_code)]
+#[path = "../examples/server_ops.rs"]
+mod server_ops;
+#[allow(dead_code)]
 #[path = "../examples/tcp_tunnel.rs"]
 mod tcp_tunnel;
 #[allow(dead_code)]
@@ -33,6 +36,15 @@ async fn hyper_over_rsmux_answers_every_request() {
         .await
         .expect("the example failed");
     assert_eq!(answered, 9, "3 streams with 3 requests each");
+}
+
+#[tokio::test]
+async fn server_ops_refuses_beyond_the_limit_then_drains() {
+    let stats = within(LIMIT, "server_ops", server_ops::run())
+        .await
+        .expect("the example failed");
+    assert_eq!(stats.streams_refused, 1);
+    assert_eq!(stats.streams_accepted, server_ops::MAX_STREAMS as u64);
 }
 
 #[tokio::test]
