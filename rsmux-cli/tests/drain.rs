@@ -6,7 +6,7 @@ mod common;
 
 use std::{io::ErrorKind, net::SocketAddr, time::Duration};
 
-use common::{pattern, runtime, tcp_echo_target, within, Proc};
+use common::{pattern, runtime, tcp_echo_target, tunnel_client, tunnel_server, within, Proc};
 use rsmux::{Config, Session, Stream};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -121,23 +121,8 @@ fn the_drain_timeout_bounds_the_wait() {
 /// echoed something.
 fn tunnel_with_a_connection(rt: &tokio::runtime::Runtime) -> (Proc, Proc, TcpStream) {
     let target = rt.block_on(tcp_echo_target()).to_string();
-    let server = Proc::rsmux(&[
-        "tunnel",
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--target",
-        &target,
-    ]);
-    let s = server.addr.to_string();
-    let client = Proc::rsmux(&[
-        "tunnel",
-        "client",
-        "--listen",
-        "127.0.0.1:0",
-        "--server",
-        &s,
-    ]);
+    let server = tunnel_server(&target, &[]);
+    let client = tunnel_client(&server, &[]);
     let addr = client.addr;
     let tcp = rt.block_on(within(LIMIT, "first connection", async move {
         let mut tcp = TcpStream::connect(addr).await.unwrap();

@@ -2,11 +2,11 @@
 
 mod common;
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use common::{
-    echo_through, pattern, request_eof_target, request_response, runtime, tcp_echo_target, within,
-    Proc, Shutdown,
+    echo_through, pattern, request_eof_target, request_response, runtime, tcp_echo_target, tunnel,
+    within, Proc, Shutdown,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -15,32 +15,6 @@ use tokio::{
 
 /// Response size of the request-then-EOF target.
 const RESPONSE: usize = 2 << 20;
-
-fn tunnel(target: SocketAddr, extra_server: &[&str], extra_client: &[&str]) -> (Proc, Proc) {
-    let t = target.to_string();
-    let mut args = vec![
-        "tunnel",
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--target",
-        &t,
-    ];
-    args.extend(extra_server);
-    let server = Proc::rsmux(&args);
-    let s = server.addr.to_string();
-    let mut args = vec![
-        "tunnel",
-        "client",
-        "--listen",
-        "127.0.0.1:0",
-        "--server",
-        &s,
-    ];
-    args.extend(extra_client);
-    let client = Proc::rsmux(&args);
-    (server, client)
-}
 
 #[test]
 fn sixteen_mib_byte_exact_v1_and_v2() {
@@ -127,23 +101,8 @@ fn client_reconnects_after_the_server_dies() {
     let rt = runtime();
     let target = rt.block_on(tcp_echo_target());
     let t = target.to_string();
-    let server = Proc::rsmux(&[
-        "tunnel",
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--target",
-        &t,
-    ]);
+    let (server, client) = tunnel(target, &[], &[]);
     let server_addr = server.addr.to_string();
-    let client = Proc::rsmux(&[
-        "tunnel",
-        "client",
-        "--listen",
-        "127.0.0.1:0",
-        "--server",
-        &server_addr,
-    ]);
     let addr = client.addr;
     rt.block_on(within(
         Duration::from_secs(10),

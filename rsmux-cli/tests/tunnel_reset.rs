@@ -6,36 +6,12 @@ mod common;
 
 use std::{io::ErrorKind, net::SocketAddr, time::Duration};
 
-use common::{pattern, request_eof_target, request_response, runtime, within, Proc};
+use common::{pattern, request_eof_target, request_response, runtime, tunnel, within};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::oneshot,
 };
-
-fn start_server(target: SocketAddr) -> Proc {
-    let t = target.to_string();
-    Proc::rsmux(&[
-        "tunnel",
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--target",
-        &t,
-    ])
-}
-
-fn start_client(server: &Proc) -> Proc {
-    let s = server.addr.to_string();
-    Proc::rsmux(&[
-        "tunnel",
-        "client",
-        "--listen",
-        "127.0.0.1:0",
-        "--server",
-        &s,
-    ])
-}
 
 /// Reads until EOF or an error; the error kind, or `None` for a clean EOF. Counts the bytes.
 async fn read_to_the_end(tcp: &mut TcpStream, total: &mut usize) -> Option<ErrorKind> {
@@ -72,8 +48,7 @@ fn unreachable_target_resets_the_local_connection() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         l.local_addr().unwrap()
     });
-    let server = start_server(dead);
-    let client = start_client(&server);
+    let (server, client) = tunnel(dead, &[], &[]);
     let addr = client.addr;
     let end = rt.block_on(within(Duration::from_secs(20), "reset", async move {
         // The reset may come before connect() returns, or before the write.
@@ -108,8 +83,7 @@ fn unreachable_target_resets_the_local_connection() {
 fn session_killed_mid_transfer_resets_the_local_connection() {
     let rt = runtime();
     let target = rt.block_on(endless_target());
-    let server = start_server(target);
-    let client = start_client(&server);
+    let (server, client) = tunnel(target, &[], &[]);
     let addr = client.addr;
     let (started_tx, started_rx) = oneshot::channel();
     let reader = rt.spawn(async move {
@@ -157,8 +131,7 @@ fn session_killed_mid_transfer_resets_the_target_connection() {
         let end = read_to_the_end(&mut tcp, &mut total).await;
         (end, total)
     });
-    let server = start_server(target);
-    let client = start_client(&server);
+    let (server, client) = tunnel(target, &[], &[]);
     let addr = client.addr;
     // Sends without end; fails once the client is gone.
     rt.spawn(async move {
@@ -200,8 +173,7 @@ fn a_normal_close_is_still_a_clean_eof() {
         });
         addr
     });
-    let server = start_server(target);
-    let client = start_client(&server);
+    let (server, client) = tunnel(target, &[], &[]);
     let addr = client.addr;
     rt.block_on(within(Duration::from_secs(30), "clean EOF", async move {
         let mut tcp = TcpStream::connect(addr).await.unwrap();
@@ -214,8 +186,7 @@ fn a_normal_close_is_still_a_clean_eof() {
     // Half-close the other way: request, our FIN, then the whole answer and a clean EOF.
     drop((client, server));
     let target = rt.block_on(request_eof_target(100_000));
-    let server = start_server(target);
-    let client = start_client(&server);
+    let (_server, client) = tunnel(target, &[], &[]);
     let addr = client.addr;
     rt.block_on(within(
         Duration::from_secs(30),

@@ -15,6 +15,7 @@ struct Captured {
     stdout: Vec<String>,
     stderr: String,
     stdout_closed: bool,
+    stderr_closed: bool,
 }
 
 /// Output shared between the reader threads and the [`Child`].
@@ -105,6 +106,7 @@ impl Child {
                 let text = String::from_utf8_lossy(&buf[..n]).into_owned();
                 err.update(|c| c.stderr.push_str(&text));
             }
+            err.update(|c| c.stderr_closed = true);
         });
         Child {
             child,
@@ -255,6 +257,13 @@ impl Child {
                 Err(e) => panic!("{}: waiting: {e}", self.desc),
             }
         });
+        if code.is_some() {
+            // Everything it printed is captured before the caller looks (the reader threads
+            // may still be behind the exit); a grandchild holding the pipes open is given up on.
+            let _ = self.shared.wait_for(Duration::from_secs(5), |c| {
+                (c.stderr_closed && c.stdout_closed).then_some(())
+            });
+        }
         code
     }
 

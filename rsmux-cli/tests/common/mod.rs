@@ -179,3 +179,40 @@ pub async fn request_response(addr: SocketAddr, request_len: usize, response: us
     assert_eq!(n, request_len as u64, "the target saw the whole request");
     assert!(resp[8..] == pattern(n, response)[..], "response corrupted");
 }
+
+/// A plaintext `rsmux tunnel server` on a free loopback port forwarding to `target`, and a
+/// `rsmux tunnel client` on another one connected to it, each with its extra flags.
+pub fn tunnel(target: SocketAddr, extra_server: &[&str], extra_client: &[&str]) -> (Proc, Proc) {
+    let server = tunnel_server(&target.to_string(), extra_server);
+    let client = tunnel_client(&server, extra_client);
+    (server, client)
+}
+
+/// A plaintext `rsmux tunnel server` on a free loopback port forwarding to `target`.
+pub fn tunnel_server(target: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "tunnel",
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--target",
+        target,
+    ];
+    args.extend(extra);
+    Proc::rsmux(&args)
+}
+
+/// A `rsmux tunnel client` on a free loopback port, connected to `server`.
+pub fn tunnel_client(server: &Proc, extra: &[&str]) -> Proc {
+    let s = server.addr.to_string();
+    let mut args = vec![
+        "tunnel",
+        "client",
+        "--listen",
+        "127.0.0.1:0",
+        "--server",
+        &s,
+    ];
+    args.extend(extra);
+    Proc::rsmux(&args)
+}
