@@ -326,6 +326,11 @@ pub async fn check_resolves(flag: &str, addr: &str) -> Result<()> {
 /// Human-readable reason a session ended.
 pub fn close_reason(session: &rsmux::Session) -> String {
     match session.close_reason() {
+        Some(rsmux::Error::ClosedBeforeFirstFrame) => {
+            "the server closed the connection before sending a frame (does it speak the same \
+             smux version? both ends need the same --smuxver)"
+                .into()
+        }
         Some(e) => e.to_string(),
         None => "open".into(),
     }

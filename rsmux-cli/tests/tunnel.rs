@@ -175,3 +175,32 @@ fn max_streams_refuses_the_extra_stream_at_once() {
         assert!(served, "no stream was served after one of the two closed");
     }));
 }
+
+/// A client speaking another smux version than the server is told which flag to check: the
+/// server hangs up at its first frame, before sending any.
+#[test]
+fn a_version_mismatch_names_the_flag_on_the_client() {
+    let rt = runtime();
+    let target = rt.block_on(tcp_echo_target());
+    let (server, client) = tunnel(target, &["--smuxver", "2"], &["--smuxver", "1"]);
+    let addr = client.addr;
+    rt.block_on(within(
+        LIMIT_MISMATCH,
+        "a connection through the tunnel",
+        async move {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(b"hello").await.unwrap();
+            let mut buf = [0u8; 8];
+            // Refused or reset: nothing comes back.
+            assert!(!matches!(tcp.read(&mut buf).await, Ok(n) if n > 0));
+        },
+    ));
+    assert!(
+        client.wait_stderr("both ends need the same --smuxver", LIMIT_MISMATCH),
+        "client: {}\nserver: {}",
+        client.stderr(),
+        server.stderr()
+    );
+}
+
+const LIMIT_MISMATCH: Duration = Duration::from_secs(10);
