@@ -124,16 +124,17 @@ impl Sessions {
             r.draining = true;
             r.live.values().cloned().collect()
         };
+        // Every drain has started (new streams are refused) before the log line says so.
+        let mut draining = tokio::task::JoinSet::new();
+        for session in &live {
+            draining.spawn(session.drain(grace));
+        }
         info!(
             "draining {} session(s): no new streams, open ones may finish within {}s (a second \
              signal stops at once)",
             live.len(),
             common::secs(grace)
         );
-        let mut draining = tokio::task::JoinSet::new();
-        for session in live {
-            draining.spawn(async move { session.drain(grace).await });
-        }
         let all = async {
             let mut forced = 0usize;
             while let Some(done) = draining.join_next().await {

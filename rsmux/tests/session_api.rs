@@ -883,6 +883,21 @@ async fn drain_lets_open_streams_finish_refuses_new_ones_then_closes() {
     timeout(LIMIT, client.closed()).await.unwrap();
 }
 
+#[tokio::test]
+async fn drain_starts_when_called_not_when_polled() {
+    let (_client, server) = duplex_pair(Config::default());
+    let drained = server.drain(LIMIT);
+    // Not polled yet: new streams are refused already.
+    assert!(matches!(server.open_stream().await, Err(Error::Draining)));
+    // The future holds its own handle: it runs to the end on another task.
+    timeout(LIMIT, tokio::spawn(drained))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(server.is_closed());
+}
+
 #[tokio::test(start_paused = true)]
 async fn drain_closes_anyway_once_the_grace_runs_out() {
     let (client, server) = duplex_pair(Config::default());

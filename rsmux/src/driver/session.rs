@@ -1,7 +1,7 @@
 //! The public session handle.
 
 use std::{
-    future::poll_fn,
+    future::{poll_fn, Future},
     sync::Arc,
     task::{Context, Poll},
 };
@@ -179,20 +179,25 @@ impl Session {
     /// open ones finish, then closes as [`close`](Self::close) does; if streams are still
     /// open after `grace`, it closes anyway (their unsent data still leaves, as on `close`).
     ///
-    /// From the first poll on, opening fails with [`Error::Draining`], the peer's new
-    /// streams are refused (it reads EOF at once; counted in
-    /// [`Stats::streams_refused`](crate::Stats::streams_refused)), as are streams it opened
-    /// that were not accepted yet, and [`accept_stream`](Self::accept_stream) returns
-    /// `Error::Draining`. Completes once the connection is gone.
+    /// The drain starts when this is called, not when the future is first polled: from then
+    /// on, opening fails with [`Error::Draining`], the peer's new streams are refused (it
+    /// reads EOF at once; counted in [`Stats::streams_refused`](crate::Stats::streams_refused)),
+    /// as are streams it opened that were not accepted yet, and
+    /// [`accept_stream`](Self::accept_stream) returns `Error::Draining`. The future (which
+    /// holds its own handle to the session, so it can be spawned) completes once the
+    /// connection is gone.
     ///
     /// # Errors
     /// [`Error::Timeout`] if streams were still open when `grace` ran out; the session's
     /// close reason if it had already ended or died while draining.
     ///
     /// # Cancel safety
-    /// The drain starts with the first poll and goes on if the future is dropped; only the
-    /// forced close after `grace` is then skipped.
-    pub async fn drain(&self, grace: std::time::Duration) -> Result<(), Error> {
+    /// Dropping the future does not stop the drain; only the forced close after `grace` is
+    /// then skipped.
+    pub fn drain(
+        &self,
+        grace: std::time::Duration,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let started = {
             let mut inner = self.shared.lock();
             let open = !inner.conn.is_closed();
@@ -200,17 +205,20 @@ impl Session {
             inner.dispatch();
             open
         };
-        if !started {
-            return Err(self.close_reason().unwrap_or(Error::Closed));
-        }
-        if tokio::time::timeout(grace, self.closed()).await.is_err() {
-            tracing::debug!("drain grace ran out with streams still open, closing");
-            let _ = self.close().await;
-            return Err(Error::Timeout);
-        }
-        match self.close_reason() {
-            Some(Error::Closed) | None => Ok(()),
-            Some(e) => Err(e),
+        let session = self.clone();
+        async move {
+            if !started {
+                return Err(session.close_reason().unwrap_or(Error::Closed));
+            }
+            if tokio::time::timeout(grace, session.closed()).await.is_err() {
+                tracing::debug!("drain grace ran out with streams still open, closing");
+                let _ = session.close().await;
+                return Err(Error::Timeout);
+            }
+            match session.close_reason() {
+                Some(Error::Closed) | None => Ok(()),
+                Some(e) => Err(e),
+            }
         }
     }
 
