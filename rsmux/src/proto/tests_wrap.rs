@@ -35,12 +35,49 @@ fn v2(auto_tune: bool) -> Config {
 struct Transfer {
     /// Largest sum of advertised windows on the receiving side.
     max_advertised: usize,
+    /// Writes that went through (`Connection::write_through`) instead of being queued.
+    written_through: u64,
+}
+
+/// How the writer hands its bytes to the core.
+#[derive(Clone, Copy, PartialEq)]
+enum Writes {
+    /// `Connection::write`: copied into the stream's queue, framed by `poll_transmit`.
+    Queued,
+    /// `Connection::write_through` when the core agrees (frames built around the writer's
+    /// own bytes, as the driver does when the wire is free), `write` otherwise.
+    Through,
+}
+
+/// Offers `data` on stream `id` through `write_through`: the frames it agrees to go straight
+/// into the server. How many bytes it took, `None` when it declined.
+fn write_through(p: &mut Pair, id: StreamId, data: &[u8]) -> Option<usize> {
+    let through = p.client.write_through(id, data.len(), p.now).unwrap()?;
+    let mut slices = [std::io::IoSlice::new(&[]); 2 * crate::proto::tx::THROUGH_FRAMES];
+    let n = through.io_slices(data, &mut slices);
+    for slice in &slices[..n] {
+        p.server_rb.extend_from_slice(slice);
+    }
+    p.client.handle_transmitted();
+    p.server.handle_input(&mut p.server_rb);
+    Some(through.len())
 }
 
 /// Moves `total` bytes client → server on one stream, the writer offering 128 KiB per call and
 /// the reader reading `read_size` bytes per call until nothing is left, then checks every byte.
 /// Counters start at `base` on both sides. Panics with the byte count if the stream stops.
 fn transfer(config: Config, base: u32, total: u64, read_size: usize) -> Transfer {
+    transfer_with(config, base, total, read_size, Writes::Queued)
+}
+
+/// [`transfer`], the writer handing its bytes over as `writes` says.
+fn transfer_with(
+    config: Config,
+    base: u32,
+    total: u64,
+    read_size: usize,
+    writes: Writes,
+) -> Transfer {
     let pat = pattern();
     let mut p = Pair::new(config);
     p.client.test_set_counter_base(base);
@@ -50,13 +87,21 @@ fn transfer(config: Config, base: u32, total: u64, read_size: usize) -> Transfer
     let sid = p.accept();
     let mut buf = vec![0u8; read_size];
     let (mut sent, mut received) = (0u64, 0u64);
-    let mut max_advertised = 0;
+    let (mut max_advertised, mut written_through) = (0, 0);
     while received < total {
         let before = received;
         if sent < total {
             let off = (sent % PERIOD as u64) as usize;
             let len = (total - sent).min(MAX_IO as u64) as usize;
-            if let Progress::Ready(n) = p.client.write(id, &pat[off..off + len], p.now).unwrap() {
+            let data = &pat[off..off + len];
+            let through = match writes {
+                Writes::Through => write_through(&mut p, id, data),
+                Writes::Queued => None,
+            };
+            if let Some(n) = through {
+                sent += n as u64;
+                written_through += 1;
+            } else if let Progress::Ready(n) = p.client.write(id, data, p.now).unwrap() {
                 sent += n as u64;
             }
         }
@@ -78,7 +123,10 @@ fn transfer(config: Config, base: u32, total: u64, read_size: usize) -> Transfer
         }
     }
     assert_eq!(received, total);
-    Transfer { max_advertised }
+    Transfer {
+        max_advertised,
+        written_through,
+    }
 }
 
 const PAST_THE_WRAP: u64 = (1 << 32) + (8 << 20);
@@ -122,6 +170,20 @@ fn v2_counters_started_just_below_the_wrap() {
                 let total = if read_size == 1 { 1 << 20 } else { 4 << 20 };
                 transfer(v2(auto_tune), base, total, read_size);
             }
+        }
+    }
+}
+
+#[test]
+fn v2_writes_through_past_2_pow_32_bytes_and_from_just_below_the_wrap() {
+    // Write-through counts the window itself (the frames never pass the queue): its byte
+    // counter must wrap like the queued path's.
+    let t = transfer_with(v2(true), 0, PAST_THE_WRAP, MAX_IO, Writes::Through);
+    assert!(t.written_through > 1000, "{t:?}");
+    for base in [u32::MAX, u32::MAX - 32767, u32::MAX - 262_143] {
+        for auto_tune in [false, true] {
+            let t = transfer_with(v2(auto_tune), base, 4 << 20, 4096, Writes::Through);
+            assert!(t.written_through > 0, "{t:?}");
         }
     }
 }
