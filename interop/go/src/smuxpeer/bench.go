@@ -8,13 +8,17 @@ package main
 //                 command on the same stream ('G' or 'S'); EOF ends the stream.
 //   'S' u64le N   server reads exactly N bytes, then answers u64le N; next command.
 //   'P'           server answers one byte 'P', then reads until EOF and closes.
-// bench-client -connect ADDR -mode one|many|openclose -seconds S [-json]
+// bench-client -connect ADDR -mode one|many|openclose|echo -seconds S [-json]
 //   one        1 stream, repeated 'G' requests of -chunk bytes (default 16 MiB), read
 //              with a 128 KiB buffer, for S seconds -> MB/s (server -> client)
 //   many       -streams (default 100) streams doing the same concurrently (-chunk
 //              default 1 MiB per request) -> aggregate MB/s
 //   openclose  loop: OpenStream, write 'P', read 1 byte, Close -> us/op
 //   -dir up    for one/many: use 'S' (client -> server) instead of 'G'
+//   echo       against an echo server (smuxpeer echo, rsmux echo): -streams (default 1)
+//              streams, each with a writer sending 128 KiB writes and a reader counting
+//              what comes back, both at once, for S seconds; then each writer waits for
+//              its echo to catch up and half-closes -> MB/s echoed (one direction counted)
 // The result is one line; with -json a JSON object:
 //   {"impl":"go","lib":"xtaci/smux v1.5.16","mode":"one","dir":"down","version":1,
 //    "streams":1,"seconds":5.001,"bytes":123,"mb_per_s":1234.5}
@@ -172,10 +176,10 @@ func runBenchClient(args []string) {
 	fs := flag.NewFlagSet("bench-client", flag.ExitOnError)
 	c := addCommon(fs)
 	addr := fs.String("connect", "", "bench server HOST:PORT")
-	mode := fs.String("mode", "one", "one|many|openclose")
+	mode := fs.String("mode", "one", "one|many|openclose|echo")
 	dir := fs.String("dir", "down", "one/many: down (server->client) or up (client->server)")
 	seconds := fs.Float64("seconds", 5, "duration")
-	streams := fs.Int("streams", 100, "many: number of streams")
+	streams := fs.Int("streams", 0, "many: number of streams (default 100); echo: (default 1)")
 	chunk := fs.Int("chunk", 0, "bytes per request (one: 16 MiB, many: 1 MiB)")
 	asJSON := fs.Bool("json", false, "print one JSON line")
 	parse(fs, c, args)
@@ -208,7 +212,10 @@ func runBenchClient(args []string) {
 		n := 1
 		ch := uint64(16 << 20)
 		if *mode == "many" {
-			n = *streams
+			n = 100
+			if *streams > 0 {
+				n = *streams
+			}
 			ch = 1 << 20
 		}
 		if *chunk > 0 {
@@ -252,6 +259,22 @@ func runBenchClient(args []string) {
 		if !*asJSON {
 			fmt.Printf("go %s %s v%d: %d streams, %d bytes in %.3f s = %.1f MB/s\n", *mode, *dir, c.ver, n, total, el, float64(total)/el/1e6)
 		}
+	case "echo":
+		n := 1
+		if *streams > 0 {
+			n = *streams
+		}
+		total, el, err := benchEcho(sess, n, dur)
+		if err != nil {
+			fatalf("echo: %v", err)
+		}
+		res["streams"] = n
+		res["seconds"] = el
+		res["bytes"] = total
+		res["mb_per_s"] = float64(total) / el / 1e6
+		if !*asJSON {
+			fmt.Printf("go echo v%d: %d streams, %d bytes in %.3f s = %.1f MB/s\n", c.ver, n, total, el, float64(total)/el/1e6)
+		}
 	case "openclose":
 		ops := 0
 		one := []byte{'P'}
@@ -286,4 +309,78 @@ func runBenchClient(args []string) {
 		b, _ := json.Marshal(res)
 		os.Stdout.Write(append(b, '\n'))
 	}
+}
+
+// benchEcho runs n duplex echo streams on sess for dur: per stream one goroutine writes
+// 128 KiB writes while another reads the echo. Once dur is over each writer waits until
+// everything it sent came back (Go smux drops a v2 stream's unsent tail once the peer's FIN
+// arrived, so the FIN goes last), then closes. Returns the bytes echoed and the seconds.
+func benchEcho(sess *smux.Session, n int, dur time.Duration) (int64, float64, error) {
+	sts := make([]*smux.Stream, n)
+	for i := range sts {
+		st, err := sess.OpenStream()
+		if err != nil {
+			return 0, 0, err
+		}
+		sts[i] = st
+	}
+	var total int64
+	var stop int32
+	var wg sync.WaitGroup
+	errc := make(chan error, 2*n)
+	start := time.Now()
+	for _, st := range sts {
+		var got int64
+		caught := make(chan struct{}, 1)
+		wg.Add(2)
+		go func(st *smux.Stream) {
+			defer wg.Done()
+			buf := make([]byte, benchIOSize)
+			for i := range buf {
+				buf[i] = byte(i * 5)
+			}
+			var sent int64
+			for atomic.LoadInt32(&stop) == 0 {
+				if _, err := st.Write(buf); err != nil {
+					errc <- err
+					return
+				}
+				sent += int64(len(buf))
+			}
+			for atomic.LoadInt64(&got) < sent {
+				<-caught
+			}
+			st.Close()
+		}(st)
+		go func(st *smux.Stream) {
+			defer wg.Done()
+			buf := make([]byte, benchIOSize)
+			for {
+				m, err := st.Read(buf)
+				atomic.AddInt64(&total, int64(m))
+				atomic.AddInt64(&got, int64(m))
+				select {
+				case caught <- struct{}{}:
+				default:
+				}
+				if err != nil {
+					// Close (after the echo caught up) ends the reader too.
+					if err != io.EOF && err != io.ErrClosedPipe {
+						errc <- err
+					}
+					return
+				}
+			}
+		}(st)
+	}
+	time.Sleep(dur)
+	atomic.StoreInt32(&stop, 1)
+	wg.Wait()
+	el := time.Since(start).Seconds()
+	select {
+	case err := <-errc:
+		return 0, 0, err
+	default:
+	}
+	return atomic.LoadInt64(&total), el, nil
 }
