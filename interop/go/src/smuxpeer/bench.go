@@ -8,7 +8,7 @@ package main
 //                 command on the same stream ('G' or 'S'); EOF ends the stream.
 //   'S' u64le N   server reads exactly N bytes, then answers u64le N; next command.
 //   'P'           server answers one byte 'P', then reads until EOF and closes.
-// bench-client -connect ADDR -mode one|many|openclose|echo -seconds S [-json]
+// bench-client -connect ADDR -mode one|many|openclose|echo -seconds S [-mux smux|yamux] [-json]
 //   one        1 stream, repeated 'G' requests of -chunk bytes (default 16 MiB), read
 //              with a 128 KiB buffer, for S seconds -> MB/s (server -> client)
 //   many       -streams (default 100) streams doing the same concurrently (-chunk
@@ -19,11 +19,18 @@ package main
 //              streams, each with a writer sending 128 KiB writes and a reader counting
 //              what comes back, both at once, for S seconds; then each writer waits for
 //              its echo to catch up and half-closes -> MB/s echoed (one direction counted)
+//   -mux yamux one session of hashicorp/yamux (DefaultConfig) instead of smux, against
+//              yamux-bench-server (yamux.go; a peer built without the yamux tag refuses);
+//              the smux flags are then ignored
 // The result is one line; with -json a JSON object:
-//   {"impl":"go","lib":"xtaci/smux v1.5.16","mode":"one","dir":"down","version":1,
-//    "streams":1,"seconds":5.001,"bytes":123,"mb_per_s":1234.5}
-//   {"impl":"go",...,"mode":"openclose","ops":1000,"us_per_op":45.6}
-// (MB = 10^6 bytes)
+//   {"impl":"go","lib":"xtaci/smux v1.5.16","mux":"smux","mode":"one","dir":"down",
+//    "version":1,"streams":1,"seconds":5.001,"bytes":123,"mb_per_s":1234.5,"cpu_s":1.23}
+//   {"impl":"go",...,"mode":"openclose","ops":1000,"us_per_op":45.6,"cpu_s":0.4}
+// cpu_s is this process's CPU time (user + system, getrusage RUSAGE_SELF) when it prints
+// the result: everything the client spent, start-up included. (MB = 10^6 bytes)
+//
+// features: prints one JSON line saying which multiplexers this build has, e.g.
+//   {"smux":"xtaci/smux v1.5.16","yamux":"hashicorp/yamux ..."} ("yamux":null without it)
 
 import (
 	"encoding/binary"
@@ -36,6 +43,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/xtaci/smux"
@@ -43,7 +51,11 @@ import (
 
 const benchIOSize = 128 << 10
 
-func benchServeStream(st *smux.Stream) {
+// smuxLib names the smux this peer is built against.
+const smuxLib = "xtaci/smux v1.5.16"
+
+// benchServeStream serves the bench protocol on one stream (smux's or yamux's).
+func benchServeStream(st io.ReadWriteCloser) {
 	defer st.Close()
 	var cmd [9]byte
 	wbuf := make([]byte, benchIOSize)
@@ -114,11 +126,35 @@ func runBenchServer(args []string) {
 	parse(fs, c, args)
 	cfg := c.config()
 	ln := listen(*addr)
-	serveStreams(ln, cfg, benchServeStream)
+	serveStreams(ln, cfg, func(st *smux.Stream) { benchServeStream(st) })
+}
+
+// streamOpener opens a stream of a client session of either multiplexer.
+type streamOpener func() (io.ReadWriteCloser, error)
+
+// cpuSeconds is this process's CPU time so far, user + system.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return -1
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
+// runFeatures prints which multiplexers this build has.
+func runFeatures(args []string) {
+	fs := flag.NewFlagSet("features", flag.ExitOnError)
+	parse(fs, nil, args)
+	res := map[string]interface{}{"smux": smuxLib, "yamux": nil}
+	if yamuxLib != "" {
+		res["yamux"] = yamuxLib
+	}
+	b, _ := json.Marshal(res)
+	os.Stdout.Write(append(b, '\n'))
 }
 
 // benchTransfer runs request/response rounds on one stream until deadline; returns bytes moved.
-func benchTransfer(st *smux.Stream, dir string, chunk uint64, deadline time.Time, counter *int64) error {
+func benchTransfer(st io.ReadWriter, dir string, chunk uint64, deadline time.Time, counter *int64) error {
 	var cmd [9]byte
 	buf := make([]byte, benchIOSize)
 	for i := range buf {
@@ -182,6 +218,7 @@ func runBenchClient(args []string) {
 	streams := fs.Int("streams", 0, "many: number of streams (default 100); echo: (default 1)")
 	chunk := fs.Int("chunk", 0, "bytes per request (one: 16 MiB, many: 1 MiB)")
 	asJSON := fs.Bool("json", false, "print one JSON line")
+	mux := fs.String("mux", "smux", "smux, or yamux (hashicorp/yamux, DefaultConfig; the smux flags are ignored)")
 	parse(fs, c, args)
 	if *addr == "" {
 		fatalf("-connect is required")
@@ -189,22 +226,47 @@ func runBenchClient(args []string) {
 	if *dir != "down" && *dir != "up" {
 		fatalf("-dir must be down or up")
 	}
-	cfg := c.config()
+	if *mux != "smux" && *mux != "yamux" {
+		fatalf("-mux must be smux or yamux, not %q", *mux)
+	}
+	if *mux == "yamux" && yamuxLib == "" {
+		fatalf("-mux yamux: %s", noYamux)
+	}
+	switch *mode {
+	case "one", "many", "openclose", "echo":
+	default:
+		fatalf("unknown mode %q (one, many, openclose or echo)", *mode)
+	}
+	var cfg *smux.Config
+	if *mux == "smux" {
+		cfg = c.config()
+	}
 	conn, err := net.DialTimeout("tcp", *addr, 10*time.Second)
 	if err != nil {
 		fatalf("dial: %v", err)
 	}
-	sess, err := smux.Client(conn, cfg)
-	if err != nil {
-		fatalf("smux.Client: %v", err)
-	}
-	defer sess.Close()
-
 	res := map[string]interface{}{
-		"impl":    "go",
-		"lib":     "xtaci/smux v1.5.16",
-		"mode":    *mode,
-		"version": c.ver,
+		"impl": "go",
+		"mux":  *mux,
+		"mode": *mode,
+	}
+	var open streamOpener
+	if *mux == "yamux" {
+		var closeSess func() error
+		if open, closeSess, err = yamuxClient(conn); err != nil {
+			fatalf("yamux.Client: %v", err)
+		}
+		defer closeSess()
+		res["lib"] = yamuxLib
+	} else {
+		sess, err := smux.Client(conn, cfg)
+		if err != nil {
+			fatalf("smux.Client: %v", err)
+		}
+		defer sess.Close()
+		open = func() (io.ReadWriteCloser, error) { return sess.OpenStream() }
+		res["lib"] = smuxLib
+		res["version"] = c.ver
 	}
 	dur := secs(*seconds)
 	switch *mode {
@@ -221,9 +283,9 @@ func runBenchClient(args []string) {
 		if *chunk > 0 {
 			ch = uint64(*chunk)
 		}
-		sts := make([]*smux.Stream, n)
+		sts := make([]io.ReadWriteCloser, n)
 		for i := range sts {
-			if sts[i], err = sess.OpenStream(); err != nil {
+			if sts[i], err = open(); err != nil {
 				fatalf("OpenStream: %v", err)
 			}
 		}
@@ -234,7 +296,7 @@ func runBenchClient(args []string) {
 		deadline := start.Add(dur)
 		for _, st := range sts {
 			wg.Add(1)
-			go func(st *smux.Stream) {
+			go func(st io.ReadWriteCloser) {
 				defer wg.Done()
 				if err := benchTransfer(st, *dir, ch, deadline, &total); err != nil {
 					errc <- err
@@ -257,14 +319,14 @@ func runBenchClient(args []string) {
 		res["bytes"] = total
 		res["mb_per_s"] = float64(total) / el / 1e6
 		if !*asJSON {
-			fmt.Printf("go %s %s v%d: %d streams, %d bytes in %.3f s = %.1f MB/s\n", *mode, *dir, c.ver, n, total, el, float64(total)/el/1e6)
+			fmt.Printf("go %s %s %s: %d streams, %d bytes in %.3f s = %.1f MB/s\n", *mux, *mode, *dir, n, total, el, float64(total)/el/1e6)
 		}
 	case "echo":
 		n := 1
 		if *streams > 0 {
 			n = *streams
 		}
-		total, el, err := benchEcho(sess, n, dur)
+		total, el, err := benchEcho(open, n, dur)
 		if err != nil {
 			fatalf("echo: %v", err)
 		}
@@ -273,7 +335,7 @@ func runBenchClient(args []string) {
 		res["bytes"] = total
 		res["mb_per_s"] = float64(total) / el / 1e6
 		if !*asJSON {
-			fmt.Printf("go echo v%d: %d streams, %d bytes in %.3f s = %.1f MB/s\n", c.ver, n, total, el, float64(total)/el/1e6)
+			fmt.Printf("go %s echo: %d streams, %d bytes in %.3f s = %.1f MB/s\n", *mux, n, total, el, float64(total)/el/1e6)
 		}
 	case "openclose":
 		ops := 0
@@ -282,7 +344,7 @@ func runBenchClient(args []string) {
 		start := time.Now()
 		deadline := start.Add(dur)
 		for time.Now().Before(deadline) {
-			st, err := sess.OpenStream()
+			st, err := open()
 			if err != nil {
 				fatalf("OpenStream: %v", err)
 			}
@@ -300,25 +362,24 @@ func runBenchClient(args []string) {
 		res["ops"] = ops
 		res["us_per_op"] = el * 1e6 / float64(ops)
 		if !*asJSON {
-			fmt.Printf("go openclose v%d: %d ops in %.3f s = %.1f us/op\n", c.ver, ops, el, el*1e6/float64(ops))
+			fmt.Printf("go %s openclose: %d ops in %.3f s = %.1f us/op\n", *mux, ops, el, el*1e6/float64(ops))
 		}
-	default:
-		fatalf("unknown mode %q", *mode)
 	}
+	res["cpu_s"] = cpuSeconds()
 	if *asJSON {
 		b, _ := json.Marshal(res)
 		os.Stdout.Write(append(b, '\n'))
 	}
 }
 
-// benchEcho runs n duplex echo streams on sess for dur: per stream one goroutine writes
+// benchEcho runs n duplex echo streams opened with open for dur: per stream one goroutine writes
 // 128 KiB writes while another reads the echo. Once dur is over each writer waits until
 // everything it sent came back (Go smux drops a v2 stream's unsent tail once the peer's FIN
 // arrived, so the FIN goes last), then closes. Returns the bytes echoed and the seconds.
-func benchEcho(sess *smux.Session, n int, dur time.Duration) (int64, float64, error) {
-	sts := make([]*smux.Stream, n)
+func benchEcho(open streamOpener, n int, dur time.Duration) (int64, float64, error) {
+	sts := make([]io.ReadWriteCloser, n)
 	for i := range sts {
-		st, err := sess.OpenStream()
+		st, err := open()
 		if err != nil {
 			return 0, 0, err
 		}
@@ -333,7 +394,7 @@ func benchEcho(sess *smux.Session, n int, dur time.Duration) (int64, float64, er
 		var got int64
 		caught := make(chan struct{}, 1)
 		wg.Add(2)
-		go func(st *smux.Stream) {
+		go func(st io.ReadWriteCloser) {
 			defer wg.Done()
 			buf := make([]byte, benchIOSize)
 			for i := range buf {
@@ -352,7 +413,7 @@ func benchEcho(sess *smux.Session, n int, dur time.Duration) (int64, float64, er
 			}
 			st.Close()
 		}(st)
-		go func(st *smux.Stream) {
+		go func(st io.ReadWriteCloser) {
 			defer wg.Done()
 			buf := make([]byte, benchIOSize)
 			for {

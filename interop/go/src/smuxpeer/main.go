@@ -13,7 +13,9 @@
 //	smuxpeer tunnel-server -listen ADDR -target HOST:PORT
 //	smuxpeer tunnel-client -listen ADDR -server HOST:PORT
 //	smuxpeer bench-server  -listen ADDR
-//	smuxpeer bench-client  -connect ADDR -mode one|many|openclose -seconds S [-json]
+//	smuxpeer bench-client  -connect ADDR -mode one|many|openclose|echo -seconds S [-mux smux|yamux] [-json]
+//	smuxpeer yamux-bench-server -listen ADDR         the bench server over hashicorp/yamux (yamux.go)
+//	smuxpeer features                                which multiplexers this build has (JSON)
 //	smuxpeer scale-client  -connect ADDR -sessions N -streams M -seconds S (see scale.go)
 //	smuxpeer tcp-echo      -listen ADDR              plain TCP echo (tunnel target)
 //	smuxpeer bigstream     -listen ADDR              writes/reads N bytes per stream on request
@@ -244,20 +246,22 @@ func echoStream(st *smux.Stream) {
 type roleFunc func(args []string)
 
 var roles = map[string]roleFunc{
-	"echo":          runEcho,
-	"client":        runClient,
-	"opener":        runOpener,
-	"slowreader":    runSlowReader,
-	"slowwriter":    runSlowWriter,
-	"idle":          runIdle,
-	"closer":        runCloser,
-	"tunnel-server": runTunnelServer,
-	"tunnel-client": runTunnelClient,
-	"bench-server":  runBenchServer,
-	"bench-client":  runBenchClient,
-	"scale-client":  runScaleClient,
-	"tcp-echo":      runTCPEcho,
-	"bigstream":     runBigStream,
+	"echo":               runEcho,
+	"client":             runClient,
+	"opener":             runOpener,
+	"slowreader":         runSlowReader,
+	"slowwriter":         runSlowWriter,
+	"idle":               runIdle,
+	"closer":             runCloser,
+	"tunnel-server":      runTunnelServer,
+	"tunnel-client":      runTunnelClient,
+	"bench-server":       runBenchServer,
+	"bench-client":       runBenchClient,
+	"features":           runFeatures,
+	"yamux-bench-server": runYamuxBenchServer,
+	"scale-client":       runScaleClient,
+	"tcp-echo":           runTCPEcho,
+	"bigstream":          runBigStream,
 }
 
 func usage() {
