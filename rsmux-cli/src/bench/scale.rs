@@ -2,7 +2,7 @@
 //! sessions of M streams each to one echo server process (`rsmux echo`, then Go's echo), then
 //! runs 1 KiB echo rounds on every stream at once. Reported per server: rounds per second,
 //! and the server process's resident memory with every stream open and idle, while busy,
-//! and at its peak.
+//! and at its peak; and rsmux's rounds per second over Go's, run by run.
 
 use std::{
     path::Path,
@@ -52,6 +52,9 @@ pub struct ScaleReport {
     /// This process's open-files limit after raising it (children inherit it).
     pub fd_limit: Option<u64>,
     pub servers: Vec<ScaleServer>,
+    /// Rounds per second of `rsmux echo` over Go's echo, computed within each run (the two
+    /// servers ran one after the other), min/median/max.
+    pub rounds_ratio_rsmux_to_go: Stat,
 }
 
 /// One echo server's figures, over the repetitions.
@@ -135,6 +138,7 @@ pub async fn run(ctx: &Ctx, fd_limit: Option<u64>) -> ScaleReport {
             ctx.done();
         }
     }
+    let rounds_ratio = Stat::new(per_run_ratio(&runs[0], &runs[1], a.repeat as usize), r3);
     let report = servers
         .iter()
         .zip(runs)
@@ -181,7 +185,21 @@ pub async fn run(ctx: &Ctx, fd_limit: Option<u64>) -> ScaleReport {
         },
         fd_limit,
         servers: report,
+        rounds_ratio_rsmux_to_go: rounds_ratio,
     }
+}
+
+/// Rounds per second of `num` over `den`, run by run (`None` where either failed).
+fn per_run_ratio(num: &[Option<Run>], den: &[Option<Run>], n: usize) -> Vec<Option<f64>> {
+    (0..n)
+        .map(|i| {
+            let (a, b) = (
+                num.get(i).copied().flatten()?,
+                den.get(i).copied().flatten()?,
+            );
+            (b.rounds_per_s > 0.0).then(|| a.rounds_per_s / b.rounds_per_s)
+        })
+        .collect()
 }
 
 fn name(s: Server) -> &'static str {
@@ -444,4 +462,28 @@ async fn drive_go(
             .zip(cpu_after)
             .map(|(a, b)| b.saturating_sub(a).as_secs_f64()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(rounds_per_s: f64) -> Option<Run> {
+        Some(Run {
+            rounds_per_s,
+            ..Run::default()
+        })
+    }
+
+    #[test]
+    fn the_ratio_pairs_the_servers_run_by_run() {
+        let rsmux = [run(300.0), None, run(100.0)];
+        let go = [run(100.0), run(50.0), run(200.0)];
+        assert_eq!(
+            per_run_ratio(&rsmux, &go, 3),
+            vec![Some(3.0), None, Some(0.5)]
+        );
+        // A run that never happened (fewer entries than runs) has no ratio either.
+        assert_eq!(per_run_ratio(&rsmux[..1], &go, 2), vec![Some(3.0), None]);
+    }
 }
