@@ -1,6 +1,8 @@
-//! `rsmux bench`: the quick JSON run has every field, repeats every workload and stays within
-//! its time budget; `--repeat` is honoured; `--connect` and `--plot` work; `--rtt` is checked
-//! and runs through the delay proxy; the scale workload reports both servers; the proxy
+//! `rsmux bench`: the quick JSON run has every field (the Go client's CPU time, the Go yamux
+//! row when the Go peer has yamux), repeats every workload and stays within its time budget;
+//! a Go peer built without yamux makes the yamux row skipped, nothing fails; `--repeat` is
+//! honoured; `--connect` and `--plot` work; `--rtt` is checked and runs through the delay
+//! proxy; the scale workload reports both servers and their ratio run by run; the proxy
 //! delays and keeps every byte.
 
 mod common;
@@ -23,7 +25,7 @@ use tokio::{
     net::TcpStream,
 };
 
-const ROW_FIELDS: [&str; 38] = [
+const ROW_FIELDS: [&str; 42] = [
     "id",
     "name",
     "rtt_ms",
@@ -61,6 +63,10 @@ const ROW_FIELDS: [&str; 38] = [
     "many_streams_server_cpu_s_per_gib",
     "echo_one_stream_server_cpu_s_per_gib",
     "echo_many_streams_server_cpu_s_per_gib",
+    "one_stream_client_cpu_s_per_gib",
+    "many_streams_client_cpu_s_per_gib",
+    "echo_one_stream_client_cpu_s_per_gib",
+    "echo_many_streams_client_cpu_s_per_gib",
     "per_run",
 ];
 
@@ -113,6 +119,8 @@ struct WorkloadRuns {
     ratio_to_tcp: Value,
     server_cpu_s_per_gib: Value,
     server_cpu_seconds: Vec<Option<f64>>,
+    client_cpu_s_per_gib: Value,
+    client_cpu_seconds: Vec<Option<f64>>,
     amount: Vec<Option<u64>>,
     seconds: Vec<Option<f64>>,
 }
@@ -128,8 +136,10 @@ fn row_runs(row: &Value, runs: usize) -> Vec<(String, Stat)> {
             let what = format!("{} {k}", row["id"]);
             Stat::parse(&w.ratio_to_tcp, runs, &format!("{what} ratio"));
             Stat::parse(&w.server_cpu_s_per_gib, runs, &format!("{what} cpu"));
+            Stat::parse(&w.client_cpu_s_per_gib, runs, &format!("{what} client cpu"));
             assert_eq!(w.amount.len(), runs, "{what}");
             assert_eq!(w.server_cpu_seconds.len(), runs, "{what}");
+            assert_eq!(w.client_cpu_seconds.len(), runs, "{what}");
             assert_eq!(w.seconds.len(), runs, "{what}");
             (k.clone(), Stat::parse(&w.value, runs, &what))
         })
@@ -167,6 +177,15 @@ const RATE_KEYS: [&str; 4] = [
     "echo_one_stream_mb_s",
     "echo_many_streams_mb_s",
 ];
+
+/// Whether the Go peer is built with yamux: when Debian's hashicorp/yamux sources are where
+/// interop/build.sh looks for them.
+fn yamux_installed() -> bool {
+    let src = std::env::var("SMUX_GOPATH_SRC").unwrap_or_else(|_| "/usr/share/gocode/src".into());
+    std::path::Path::new(&src)
+        .join("github.com/hashicorp/yamux/session.go")
+        .is_file()
+}
 
 #[test]
 fn quick_json_has_every_field() {
@@ -220,22 +239,45 @@ fn quick_json_has_every_field() {
     ] {
         assert!(v["config"].get(key).is_some(), "missing config.{key}");
     }
-    for key in ["available", "peer", "skip_reason"] {
+    for key in [
+        "available",
+        "peer",
+        "skip_reason",
+        "yamux_available",
+        "yamux_lib",
+        "yamux_skip_reason",
+    ] {
         assert!(v["go"].get(key).is_some(), "missing go.{key}");
     }
+    let yamux = yamux_installed();
+    assert_eq!(v["go"]["yamux_available"], yamux, "{}", v["go"]);
+    assert_eq!(v["go"]["yamux_lib"].is_string(), yamux, "{}", v["go"]);
     // The budget is 10 s; loose here: the tests share two cores with each other.
     assert!(num(&v, "total_seconds") < 30.0, "{}", v["total_seconds"]);
 
     let rows = v["rows"].as_array().expect("rows");
-    assert_eq!(ids(rows), ["tcp", "rsmux-v1", "rsmux-v2", "go-v2"]);
-    for row in rows {
+    assert_eq!(
+        ids(rows),
+        ["tcp", "rsmux-v1", "rsmux-v2", "go-v2", "go-yamux"]
+    );
+    let yamux_row = &rows[4];
+    if !yamux {
+        let reason = yamux_row["skipped"].as_str().expect("yamux row skipped");
+        assert!(reason.contains("without hashicorp/yamux"), "{yamux_row}");
+    }
+    for row in rows.iter().filter(|r| r["skipped"].is_null()) {
         // Three runs of every workload, each with a figure; the flat figure is the median.
+        // The yamux row runs the one-way workloads only.
+        let is_yamux = row["id"] == "go-yamux";
         let stats = row_runs(row, 3);
         assert_eq!(stats.len(), WORKLOADS.len(), "{row}");
         for (k, stat) in &stats {
             assert!(WORKLOADS.contains(&k.as_str()), "{k}");
-            assert!(
-                stat.runs.iter().all(Option::is_some),
+            let ran = !is_yamux || k == "one_stream" || k == "many_streams";
+            let expected = if ran { 3 } else { 0 };
+            assert_eq!(
+                stat.runs.iter().flatten().count(),
+                expected,
                 "{} {k}: {stat:?}",
                 row["id"]
             );
@@ -246,10 +288,29 @@ fn quick_json_has_every_field() {
             };
             assert_eq!(row[&flat].as_f64(), stat.median, "{} {flat}", row["id"]);
         }
-        // Every server is a child process: its CPU time was measured.
-        for key in RATE_KEYS {
+        let keys = if is_yamux {
+            &RATE_KEYS[..2]
+        } else {
+            &RATE_KEYS[..]
+        };
+        // Every server is a child process: its CPU time was measured. A Go client reports
+        // its own (it moved at least some MB, so it spent some CPU); this process is no
+        // child, so the rsmux rows have none.
+        for key in keys {
             let cpu = key.replace("_mb_s", "_server_cpu_s_per_gib");
             assert!(num(row, &cpu) >= 0.0, "{cpu}: {row}");
+            let client_cpu = key.replace("_mb_s", "_client_cpu_s_per_gib");
+            if row["client"] == "go" {
+                assert!(num(row, &client_cpu) > 0.0, "{client_cpu}: {row}");
+                let per_run = &row["per_run"][key.trim_end_matches("_mb_s")];
+                let secs = per_run["client_cpu_seconds"].as_array().unwrap();
+                assert!(
+                    secs.iter().all(|c| c.as_f64().is_some_and(|c| c > 0.0)),
+                    "{row}"
+                );
+            } else {
+                assert!(row[&client_cpu].is_null(), "{client_cpu}: {row}");
+            }
         }
         for key in ROW_FIELDS {
             assert!(row.get(key).is_some(), "row {}: missing {key}", row["id"]);
@@ -258,10 +319,24 @@ fn quick_json_has_every_field() {
         assert!(row["skipped"].is_null(), "{row}");
         assert_eq!(num(row, "rtt_ms"), 0.0);
         assert_eq!(num(row, "echo_many_streams"), 16.0);
-        // Every row has both directions and the echo workloads, v1 beside v2.
-        for key in RATE_KEYS {
+        // Every smux row has one way and the echo workloads, v1 beside v2.
+        for key in keys {
             assert!(num(row, key) > 1.0, "{key}: {row}");
         }
+    }
+    if yamux {
+        assert_eq!(yamux_row["transport"], "yamux");
+        assert!(yamux_row["version"].is_null(), "{yamux_row}");
+        assert_eq!(yamux_row["client"], "go");
+        assert_eq!(yamux_row["server"], "go");
+        assert!(yamux_row["echo_one_stream_mb_s"].is_null(), "{yamux_row}");
+        assert!(yamux_row["open_close_us"].is_null(), "{yamux_row}");
+        // Its ratio to raw TCP: the yamux row is not taken for raw TCP (the base of 1.0).
+        assert_ne!(
+            yamux_row["one_stream_ratio"].as_f64(),
+            Some(1.0),
+            "{yamux_row}"
+        );
     }
     let by_id = |id: &str| rows.iter().find(|r| r["id"] == id).unwrap();
     assert_eq!(by_id("rsmux-v2")["auto_tune"], true);
@@ -270,6 +345,7 @@ fn quick_json_has_every_field() {
     assert_eq!(num(&rows[0], "one_stream_ratio"), 1.0);
     assert_eq!(num(&rows[0], "echo_many_streams_ratio"), 1.0);
     assert!(rows[0]["idle_bytes_per_stream"].is_null());
+    assert_eq!(by_id("go-v2")["transport"], "smux");
     for id in ["tcp", "rsmux-v1", "rsmux-v2", "go-v2"] {
         let row = by_id(id);
         assert!(num(row, "open_close_us") > 0.0, "{row}");
@@ -297,6 +373,9 @@ fn quick_json_has_every_field() {
         "rsmux-v2/tcp",
     ] {
         assert!(ratio_ids.contains(&id), "no ratio {id}: {ratio_ids:?}");
+    }
+    for id in ["rsmux-v1/go-yamux", "rsmux-v2/go-yamux"] {
+        assert_eq!(ratio_ids.contains(&id), yamux, "{id}: {ratio_ids:?}");
     }
     for r in ratios {
         for key in RATIO_FIELDS {
@@ -328,6 +407,83 @@ fn quick_json_has_every_field() {
         );
     }
     assert_eq!(r["one_stream"].as_f64(), ratio.median, "{r}");
+    if yamux {
+        // The same within each run for rsmux v1 over Go yamux; no echo figure to divide.
+        let r = ratios
+            .iter()
+            .find(|r| r["id"] == "rsmux-v1/go-yamux")
+            .unwrap();
+        let y = runs("go-yamux");
+        let ratio = Stat::parse(&r["per_run"]["one_stream"], 3, "yamux ratio");
+        for i in 0..3 {
+            let expect = v1[i].unwrap() / y[i].unwrap();
+            let got = ratio.runs[i].unwrap();
+            assert!(
+                (got - expect).abs() < 0.01 * expect.max(1.0),
+                "run {i}: {r}"
+            );
+        }
+        assert!(r["echo_one_stream"].is_null(), "{r}");
+    }
+}
+
+#[test]
+fn a_go_peer_without_yamux_skips_the_yamux_row() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../interop/build.sh");
+    let out = run("bash", &[script, "--no-yamux"], Duration::from_secs(300));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peer = stdout
+        .lines()
+        .last()
+        .expect("build.sh prints the path")
+        .trim();
+    assert!(peer.ends_with("smuxpeer-noyamux"), "{stdout}");
+    let out = run(
+        common::bin(),
+        &[
+            "bench",
+            "--quick",
+            "--json",
+            "--repeat",
+            "1",
+            "--seconds",
+            "0.03",
+            "--go-peer",
+            peer,
+        ],
+        Duration::from_secs(90),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
+    let go = &v["go"];
+    assert_eq!(go["available"], true, "{go}");
+    assert_eq!(go["yamux_available"], false, "{go}");
+    assert!(go["yamux_lib"].is_null(), "{go}");
+    let reason = go["yamux_skip_reason"].as_str().expect("a reason");
+    assert!(reason.contains("without hashicorp/yamux"), "{reason}");
+    let rows = v["rows"].as_array().expect("rows");
+    let row = rows
+        .iter()
+        .find(|r| r["id"] == "go-yamux")
+        .expect("yamux row");
+    assert_eq!(row["skipped"].as_str(), Some(reason), "{row}");
+    assert_eq!(row["errors"].as_array().map(Vec::len), Some(0), "{row}");
+    assert!(row["one_stream_mb_s"].is_null(), "{row}");
+    // The smux rows of the same peer ran.
+    let go_v2 = rows.iter().find(|r| r["id"] == "go-v2").unwrap();
+    assert!(go_v2["skipped"].is_null(), "{go_v2}");
+    assert!(num(go_v2, "one_stream_mb_s") > 0.0, "{go_v2}");
+    let ratios = v["ratios"].as_array().expect("ratios");
+    assert!(
+        !ratios.iter().any(|r| r["denominator"] == "go-yamux"),
+        "{ratios:?}"
+    );
 }
 
 #[test]
@@ -423,6 +579,18 @@ fn scale_workload(client: &str, repeat: usize) {
     let servers = s["servers"].as_array().expect("servers");
     let server_ids: Vec<&str> = servers.iter().map(|x| x["id"].as_str().unwrap()).collect();
     assert_eq!(server_ids, ["rsmux-echo", "go-echo"]);
+    // rsmux over Go within each run: the quotient of the two servers' figures of that run.
+    let ratio = Stat::parse(&s["rounds_ratio_rsmux_to_go"], repeat, "scale ratio");
+    let rounds = |i: usize| Stat::parse(&servers[i]["rounds_per_s"], repeat, "rounds").runs;
+    let (rs, go) = (rounds(0), rounds(1));
+    for i in 0..repeat {
+        let expect = rs[i].unwrap() / go[i].unwrap();
+        let got = ratio.runs[i].unwrap();
+        assert!(
+            (got - expect).abs() < 0.01 * expect.max(1.0),
+            "run {i}: {s}"
+        );
+    }
     for srv in servers {
         assert!(srv["skipped"].is_null(), "{srv}");
         assert_eq!(srv["errors"].as_array().map(Vec::len), Some(0), "{srv}");
@@ -600,6 +768,7 @@ fn rtt_runs_every_row_through_the_proxy() {
         "rsmux-v2-fixed",
         "go-v1",
         "go-v2",
+        "go-yamux",
         "rsmux-to-go-v1",
         "rsmux-to-go-v2",
         "go-to-rsmux-v1",

@@ -29,14 +29,16 @@ Rows (local comparison; every client talks to a server process over loopback TCP
   rsmux v2 fixed window   the same with the window auto-tuning off (--fixed-streambuf,
                    Go's behaviour): the figure before auto-tuning, measured in the same run
   Go smux v1/v2    Go client <-> Go server (interop/go/bin/smuxpeer, xtaci/smux)
+  Go yamux         Go client <-> Go server over hashicorp/yamux (DefaultConfig), one way only;
+                   skipped when the Go peer was built without Debian's yamux
   without --quick also the mixed pairs: rsmux client <-> Go server, Go client <-> rsmux server
-  (--quick: raw TCP, rsmux v1, rsmux v2, Go smux v2 only)
+  (--quick: raw TCP, rsmux v1, rsmux v2, Go smux v2, Go yamux only)
 Workloads:
   1 stream         one stream, one way (client to server), 128 KiB writes and 128 KiB reads
   100 streams      100 streams at once, same, aggregate
   echo 1, echo 16  1 or 16 streams, each writing 128 KiB chunks while reading the echo back
                    (duplex); MB/s of bytes echoed (each direction carries that much). A Go
-                   client drives its streams through the Go peer's tunnel-client, one session
+                   client is the Go peer's bench-client, one session straight to the echo server
   open/close       open a stream, write 1 byte, read the 1-byte answer, close; repeated
   idle stream      heap bytes per idle open stream, client + server sessions together,
                    10,000 streams (rsmux only; counted by this binary's allocator)
@@ -44,11 +46,11 @@ Every workload runs --repeat times (3), round-robin over the rows, so noise hits
 alike; the table shows the median and, under it, min-max. Below each table: ratios of speeds
 (MB/s, or operations per second for open/close) computed within each repetition, shown as
 min/median/max; above 1 means the first row is faster. Then the server processes' CPU time
-(user + system) per GiB moved.
+(user + system) per GiB moved, and the Go client processes' (as they report it).
 --scale-sessions N: N sessions x --scale-streams M streams from this process (or with
 --scale-client go the Go peer) to one echo server process (`rsmux echo`, Go's echo), 1 KiB
-echo rounds on every stream: rounds per second and the server's resident memory (idle,
-busy, peak).
+echo rounds on every stream for --scale-seconds (5): rounds per second, rsmux echo / Go
+echo within each run, and the server's resident memory (idle, busy, peak).
 --kcp: kcptun-client <-> kcptun-server, rsmux client <-> kcptun-server, kcptun-client <->
 rsmux server, rsmux <-> rsmux (`rsmux kcptun client|server`), the same flags on both ends
 (kcptun's defaults: aes, mode fast, FEC 10/3, snappy, smux v1), on loopback through a UDP
@@ -129,7 +131,7 @@ pub struct BenchArgs {
     /// scale-client (a Go smux client, as the reference measurement of issue 9)
     #[arg(long, value_enum, value_name = "CLIENT", default_value_t = ScaleClient::Rsmux)]
     pub scale_client: ScaleClient,
-    /// Seconds of echo rounds in the scale workload [default: 3, or 1 with --quick]
+    /// Seconds of echo rounds in the scale workload [default: 5, or 1 with --quick]
     #[arg(long, value_name = "SECS", value_parser = common::parse_secs)]
     pub scale_seconds: Option<Duration>,
     /// Skip the comparison table's workloads (with --scale-sessions or --kcp: only those)
@@ -218,7 +220,7 @@ impl BenchArgs {
     /// Duration of the scale workload's echo rounds.
     pub fn scale_dur(&self) -> Duration {
         self.scale_seconds
-            .unwrap_or(Duration::from_secs(if self.quick { 1 } else { 3 }))
+            .unwrap_or(Duration::from_secs(if self.quick { 1 } else { 5 }))
     }
 
     /// The loss rates of `--kcp`, percent.

@@ -92,6 +92,7 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
         dur: args.base_dur(),
         exe,
         go: Err(String::new()),
+        yamux: Err(String::new()),
         progress: progress_bar(steps),
         args,
         probes: Vec::new(),
@@ -103,6 +104,11 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
     } else {
         ctx.step("looking for the Go peer".into());
         peers::find_go_peer(ctx.args.go_peer.as_deref()).await
+    };
+    ctx.yamux = match &ctx.go {
+        Ok(go) if rows.iter().any(|r| r.yamux) => peers::go_yamux(go).await,
+        Ok(_) => Err("no yamux row".into()),
+        Err(e) => Err(e.clone()),
     };
 
     if memory_steps > 0 {
@@ -125,12 +131,15 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
                 let probe = probe_rtt(row.rtt).await;
                 ctx.probes.push((row.rtt, probe));
             }
-            if row.needs_go() {
-                if let Err(reason) = &ctx.go {
-                    row.skipped = Some(reason.clone());
-                    ctx.progress.inc(row.workloads().len() as u64);
-                    continue;
-                }
+            let missing = match (row.needs_go(), row.yamux) {
+                (true, false) => ctx.go.as_ref().err(),
+                (_, true) => ctx.yamux.as_ref().err(),
+                (false, false) => None,
+            };
+            if let Some(reason) = missing {
+                row.skipped = Some(reason.clone());
+                ctx.progress.inc(row.workloads().len() as u64);
+                continue;
             }
             run_row(&ctx, row, rep, tcp_echo.as_ref().map(|t| t.addr)).await;
         }

@@ -1,5 +1,5 @@
 //! Child processes of the benchmark: `rsmux __bench-server`, `rsmux echo`, and the Go peer
-//! (`interop/go/bin/smuxpeer`), and the workloads a Go client runs.
+//! (`interop/go/bin/smuxpeer`), and the workloads its bench-client runs.
 
 use std::{
     net::SocketAddr,
@@ -18,8 +18,8 @@ use tokio::{
 use super::{
     args::{ECHO_STREAMS, MANY_STREAMS},
     rows::{Figure, Row, Workload},
-    runner::{bounded, Ctx},
-    workload::{self, Opener, Ops, Rate},
+    runner::Ctx,
+    workload::{Ops, Rate},
 };
 use crate::common;
 
@@ -227,21 +227,49 @@ fn in_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
-/// Runs the Go peer's `bench-client` for one workload and reads its JSON line.
+/// Which hashicorp/yamux the Go peer was built with (its `features` role), or why it has
+/// none.
+pub async fn go_yamux(go: &Path) -> Result<String, String> {
+    let out = run_to_end(go, &["features".to_string()], Duration::from_secs(10))
+        .await
+        .map_err(|e| {
+            format!("the Go peer cannot say whether it has yamux (an old build? run interop/build.sh --force): {e}")
+        })?;
+    let v: Value = serde_json::from_str(out.trim())
+        .map_err(|e| format!("the Go peer's 'features' printed no JSON: {e}"))?;
+    match v.get("yamux").and_then(Value::as_str) {
+        Some(lib) => Ok(lib.to_string()),
+        None => Err(
+            "the Go peer was built without hashicorp/yamux (install golang-github-hashicorp-yamux-dev, \
+             then interop/build.sh --force)"
+                .into(),
+        ),
+    }
+}
+
+/// What a run of the Go peer's bench-client measured: the figure and its own CPU seconds.
+pub struct GoRun {
+    pub figure: Figure,
+    /// The client process's user + system CPU seconds (`cpu_s`), if it said.
+    pub cpu: Option<f64>,
+}
+
+/// Runs the Go peer's `bench-client` for one workload and reads its JSON line: one way and
+/// open/close against a bench server (smux, or yamux for the yamux row), echo (`-mode echo`,
+/// 1 or [`ECHO_STREAMS`] streams of one session) straight against an echo server.
 pub async fn go_client_workload(
     ctx: &Ctx,
     row: &Row,
     addr: SocketAddr,
     w: Workload,
-) -> std::result::Result<Figure, String> {
+) -> std::result::Result<GoRun, String> {
     let go = ctx.go.as_ref().map_err(Clone::clone)?;
-    let mode = match w {
-        Workload::One => "one",
-        Workload::Many => "many",
-        Workload::OpenClose => "openclose",
-        Workload::EchoOne | Workload::EchoMany => {
-            return Err("the Go bench-client has no echo mode".into())
-        }
+    let (mode, streams) = match w {
+        Workload::One => ("one", None),
+        Workload::Many => ("many", Some(MANY_STREAMS)),
+        Workload::OpenClose => ("openclose", None),
+        Workload::EchoOne => ("echo", Some(1)),
+        Workload::EchoMany => ("echo", Some(ECHO_STREAMS)),
     };
     let mut a: Vec<String> = [
         "bench-client",
@@ -259,10 +287,14 @@ pub async fn go_client_workload(
     .iter()
     .map(|s| s.to_string())
     .collect();
-    if w == Workload::Many {
-        a.extend(["-streams".to_string(), MANY_STREAMS.to_string()]);
+    if let Some(n) = streams {
+        a.extend(["-streams".to_string(), n.to_string()]);
     }
-    a.extend(ctx.smux(row).go_flags(row.version.unwrap_or(1)));
+    if row.yamux {
+        a.extend(["-mux".to_string(), "yamux".to_string()]);
+    } else {
+        a.extend(ctx.smux(row).go_flags(row.version.unwrap_or(1)));
+    }
     let out = run_to_end(go, &a, ctx.limit(row)).await?;
     let line = out
         .lines()
@@ -272,7 +304,7 @@ pub async fn go_client_workload(
     let v: Value = serde_json::from_str(line).map_err(|e| format!("Go bench-client JSON: {e}"))?;
     let f = |k: &str| v.get(k).and_then(Value::as_f64);
     let secs = f("seconds").ok_or("Go bench-client JSON lacks 'seconds'")?;
-    Ok(match w {
+    let figure = match w {
         Workload::OpenClose => Figure::Ops(Ops {
             ops: f("ops").ok_or("Go bench-client JSON lacks 'ops'")? as u64,
             secs,
@@ -281,48 +313,9 @@ pub async fn go_client_workload(
             bytes: f("bytes").ok_or("Go bench-client JSON lacks 'bytes'")? as u64,
             secs,
         }),
-    })
-}
-
-/// An echo workload with a Go smux client: the Go peer's `tunnel-client` holds one session
-/// to the echo server and carries each TCP connection this process makes to it as one
-/// stream. The loopback hop to the tunnel costs the same for every server it is pointed at.
-pub async fn go_echo_workload(
-    ctx: &Ctx,
-    row: &Row,
-    addr: SocketAddr,
-    w: Workload,
-) -> std::result::Result<Figure, String> {
-    let go = ctx.go.as_ref().map_err(Clone::clone)?;
-    let streams = if w == Workload::EchoMany {
-        ECHO_STREAMS
-    } else {
-        1
     };
-    let mut a: Vec<String> = [
-        "tunnel-client",
-        "-listen",
-        "127.0.0.1:0",
-        "-server",
-        &addr.to_string(),
-        "-quiet",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    a.extend(ctx.smux(row).go_flags(row.version.unwrap_or(1)));
-    let tunnel = Peer::start(go, &a).await?;
-    let opener = Opener::Tcp(tunnel.addr);
-    let res = bounded(
-        workload::echo(&opener, streams, ctx.dur(row.rtt)),
-        ctx.limit(row),
-    )
-    .await
-    .map(Figure::Rate)
-    .map_err(|e| match tunnel.last_error() {
-        l if l.is_empty() => e,
-        l => format!("{e} (Go tunnel-client said: {l})"),
-    });
-    tunnel.stop().await;
-    res
+    Ok(GoRun {
+        figure,
+        cpu: f("cpu_s").filter(|c| *c >= 0.0),
+    })
 }

@@ -30,6 +30,8 @@ pub fn ratio_specs(connect: Option<&str>) -> Vec<RatioSpec> {
             spec("rsmux-v2", "rsmux-v2-fixed", "rsmux v2 / v2 fixed window"),
             spec("rsmux-v2", "go-v2", "rsmux v2 / Go v2"),
             spec("rsmux-v1", "go-v1", "rsmux v1 / Go v1"),
+            spec("rsmux-v1", "go-yamux", "rsmux v1 / Go yamux"),
+            spec("rsmux-v2", "go-yamux", "rsmux v2 / Go yamux"),
             spec("go-v2", "go-v1", "Go v2 / Go v1"),
             spec("rsmux-to-go-v2", "rsmux-to-go-v1", "rsmux→Go v2 / v1"),
             spec("go-to-rsmux-v2", "go-to-rsmux-v1", "Go→rsmux v2 / v1"),
@@ -88,7 +90,7 @@ pub fn ratios<'a>(specs: &'a [RatioSpec], rows: &'a [Row], rtt: Duration) -> Vec
 pub fn tcp_ratio(rows: &[Row], row: &Row, w: Workload) -> Vec<Option<f64>> {
     match rows
         .iter()
-        .find(|r| r.version.is_none() && r.rtt == row.rtt)
+        .find(|r| r.transport() == "tcp" && r.rtt == row.rtt)
     {
         Some(base) => per_run(row, base, w),
         None => Vec::new(),
@@ -117,6 +119,7 @@ mod tests {
                     Sample {
                         figure,
                         server_cpu: None,
+                        client_cpu: None,
                     },
                 );
             }

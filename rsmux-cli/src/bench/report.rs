@@ -63,12 +63,16 @@ pub struct ConfigReport {
     pub fixed_streambuf: bool,
 }
 
-/// The Go peer.
+/// The Go peer, and whether it has hashicorp/yamux (the "Go yamux" row).
 #[derive(Debug, Serialize)]
 pub struct GoReport {
     pub available: bool,
     pub peer: Option<String>,
     pub skip_reason: Option<String>,
+    pub yamux_available: bool,
+    /// Which yamux the peer was built with.
+    pub yamux_lib: Option<String>,
+    pub yamux_skip_reason: Option<String>,
 }
 
 /// The repetitions of one workload of a row.
@@ -82,6 +86,11 @@ pub struct WorkloadRuns {
     pub server_cpu_s_per_gib: Stat,
     /// The server process's CPU seconds in each run (MB/s workloads).
     pub server_cpu_seconds: Vec<Option<f64>>,
+    /// CPU seconds (user + system) of the client process per GiB moved: Go clients only
+    /// (the bench-client reports its own), MB/s workloads.
+    pub client_cpu_s_per_gib: Stat,
+    /// The Go client process's CPU seconds in each run (MB/s workloads).
+    pub client_cpu_seconds: Vec<Option<f64>>,
     /// Bytes moved (MB/s workloads) or operations done (open/close), per repetition.
     pub amount: Vec<Option<u64>>,
     /// Seconds each repetition took.
@@ -108,23 +117,27 @@ pub struct RowReport {
     pub one_stream_bytes: Option<u64>,
     pub one_stream_seconds: Option<f64>,
     pub one_stream_server_cpu_s_per_gib: Option<f64>,
+    pub one_stream_client_cpu_s_per_gib: Option<f64>,
     pub many_streams: usize,
     pub many_streams_mb_s: Option<f64>,
     pub many_streams_ratio: Option<f64>,
     pub many_streams_bytes: Option<u64>,
     pub many_streams_seconds: Option<f64>,
     pub many_streams_server_cpu_s_per_gib: Option<f64>,
+    pub many_streams_client_cpu_s_per_gib: Option<f64>,
     pub echo_one_stream_mb_s: Option<f64>,
     pub echo_one_stream_ratio: Option<f64>,
     pub echo_one_stream_bytes: Option<u64>,
     pub echo_one_stream_seconds: Option<f64>,
     pub echo_one_stream_server_cpu_s_per_gib: Option<f64>,
+    pub echo_one_stream_client_cpu_s_per_gib: Option<f64>,
     pub echo_many_streams: usize,
     pub echo_many_streams_mb_s: Option<f64>,
     pub echo_many_streams_ratio: Option<f64>,
     pub echo_many_streams_bytes: Option<u64>,
     pub echo_many_streams_seconds: Option<f64>,
     pub echo_many_streams_server_cpu_s_per_gib: Option<f64>,
+    pub echo_many_streams_client_cpu_s_per_gib: Option<f64>,
     pub open_close_us: Option<f64>,
     pub open_close_ops: Option<u64>,
     pub idle_streams: Option<usize>,
@@ -219,6 +232,19 @@ impl WorkloadRuns {
                     _ => None,
                 })
                 .collect(),
+            client_cpu_s_per_gib: Stat::new(
+                runs.iter()
+                    .map(|s| s.and_then(|s| s.client_cpu_per_gib()))
+                    .collect(),
+                r3,
+            ),
+            client_cpu_seconds: runs
+                .iter()
+                .map(|s| match s.map(|s| (s.figure, s.client_cpu)) {
+                    Some((Figure::Rate(_), Some(c))) => Some(r3(c)),
+                    _ => None,
+                })
+                .collect(),
             amount: runs
                 .iter()
                 .map(|s| {
@@ -244,16 +270,28 @@ impl WorkloadRuns {
     /// the runs where it was measured): finer than one run's figure, whose CPU time comes in
     /// 10 ms ticks. `None` without any.
     fn cpu_per_gib_overall(&self) -> Option<f64> {
-        let (mut cpu, mut bytes) = (0.0, 0u64);
-        for (c, b) in self.server_cpu_seconds.iter().zip(&self.amount) {
-            if let (Some(c), Some(b)) = (c, b) {
-                cpu += c;
-                bytes += b;
-            }
-        }
-        (bytes > 0).then(|| r3(cpu / (bytes as f64 / GIB)))
+        per_gib_overall(&self.server_cpu_seconds, &self.amount)
     }
 
+    /// The same for the Go client's CPU seconds.
+    fn client_cpu_per_gib_overall(&self) -> Option<f64> {
+        per_gib_overall(&self.client_cpu_seconds, &self.amount)
+    }
+}
+
+/// CPU seconds per GiB over the runs with both figures: total CPU time over total bytes.
+fn per_gib_overall(cpu_seconds: &[Option<f64>], amount: &[Option<u64>]) -> Option<f64> {
+    let (mut cpu, mut bytes) = (0.0, 0u64);
+    for (c, b) in cpu_seconds.iter().zip(amount) {
+        if let (Some(c), Some(b)) = (c, b) {
+            cpu += c;
+            bytes += b;
+        }
+    }
+    (bytes > 0).then(|| r3(cpu / (bytes as f64 / GIB)))
+}
+
+impl WorkloadRuns {
     /// Sum of the runs' amounts, `None` without any.
     fn total(&self) -> Option<u64> {
         let v: Vec<u64> = self.amount.iter().flatten().copied().collect();
@@ -300,23 +338,27 @@ fn row_report(ctx: &Ctx, rows: &[Row], r: &Row) -> RowReport {
         one_stream_bytes: one.total(),
         one_stream_seconds: one.total_secs(),
         one_stream_server_cpu_s_per_gib: one.cpu_per_gib_overall(),
+        one_stream_client_cpu_s_per_gib: one.client_cpu_per_gib_overall(),
         many_streams: MANY_STREAMS,
         many_streams_mb_s: mid(&many.value),
         many_streams_ratio: mid(&many.ratio_to_tcp),
         many_streams_bytes: many.total(),
         many_streams_seconds: many.total_secs(),
         many_streams_server_cpu_s_per_gib: many.cpu_per_gib_overall(),
+        many_streams_client_cpu_s_per_gib: many.client_cpu_per_gib_overall(),
         echo_one_stream_mb_s: mid(&e1.value),
         echo_one_stream_ratio: mid(&e1.ratio_to_tcp),
         echo_one_stream_bytes: e1.total(),
         echo_one_stream_seconds: e1.total_secs(),
         echo_one_stream_server_cpu_s_per_gib: e1.cpu_per_gib_overall(),
+        echo_one_stream_client_cpu_s_per_gib: e1.client_cpu_per_gib_overall(),
         echo_many_streams: ECHO_STREAMS,
         echo_many_streams_mb_s: mid(&em.value),
         echo_many_streams_ratio: mid(&em.ratio_to_tcp),
         echo_many_streams_bytes: em.total(),
         echo_many_streams_seconds: em.total_secs(),
         echo_many_streams_server_cpu_s_per_gib: em.cpu_per_gib_overall(),
+        echo_many_streams_client_cpu_s_per_gib: em.client_cpu_per_gib_overall(),
         open_close_us: mid(&oc.value),
         open_close_ops: oc.total(),
         idle_streams: r.idle.map(|m| m.streams),
@@ -441,6 +483,9 @@ pub fn build(
             available: ctx.go.is_ok(),
             peer: ctx.go.as_ref().ok().map(|p| p.display().to_string()),
             skip_reason: ctx.go.as_ref().err().cloned(),
+            yamux_available: ctx.yamux.is_ok(),
+            yamux_lib: ctx.yamux.as_ref().ok().cloned(),
+            yamux_skip_reason: ctx.yamux.as_ref().err().cloned(),
         },
         rows: rows.iter().map(|r| row_report(ctx, rows, r)).collect(),
         ratios: ratio_reports,

@@ -112,13 +112,17 @@ pub enum Figure {
     Ops(Ops),
 }
 
-/// One run of a workload: its figure and what the server process spent on it.
+/// One run of a workload: its figure and what the server process (and a Go client) spent
+/// on it.
 #[derive(Clone, Copy, Debug)]
 pub struct Sample {
     pub figure: Figure,
     /// CPU seconds (user + system) of the server process during the run; `None` when the
     /// server is not a child process (in-process raw TCP echo, `--connect`).
     pub server_cpu: Option<f64>,
+    /// CPU seconds (user + system) of the client process, as the Go peer's bench-client
+    /// reports them; `None` when this process is the client.
+    pub client_cpu: Option<f64>,
 }
 
 impl Sample {
@@ -132,8 +136,18 @@ impl Sample {
 
     /// Server CPU seconds per GiB (2^30 bytes) moved; only for MB/s workloads.
     pub fn cpu_per_gib(&self) -> Option<f64> {
+        self.per_gib(self.server_cpu?)
+    }
+
+    /// Client CPU seconds per GiB moved; only for MB/s workloads with a Go client.
+    pub fn client_cpu_per_gib(&self) -> Option<f64> {
+        self.per_gib(self.client_cpu?)
+    }
+
+    /// Seconds per GiB moved, for MB/s workloads.
+    fn per_gib(&self, secs: f64) -> Option<f64> {
         match self.figure {
-            Figure::Rate(r) if r.bytes > 0 => Some(self.server_cpu? / (r.bytes as f64 / GIB)),
+            Figure::Rate(r) if r.bytes > 0 => Some(secs / (r.bytes as f64 / GIB)),
             _ => None,
         }
     }
@@ -152,6 +166,8 @@ pub struct Row {
     pub target: Target,
     /// The extra row with window auto-tuning off, as before it existed.
     pub fixed_window: bool,
+    /// hashicorp/yamux instead of smux (Go client and server; `version` is `None`).
+    pub yamux: bool,
     /// Round-trip time added by the delay proxy; zero: direct.
     pub rtt: Duration,
     pub skipped: Option<String>,
@@ -170,6 +186,7 @@ impl Row {
             version,
             target,
             fixed_window: false,
+            yamux: false,
             rtt,
             skipped: None,
             samples: BTreeMap::new(),
@@ -206,9 +223,11 @@ impl Row {
         }
     }
 
-    /// `"smux"`, or `"tcp"` for raw TCP.
+    /// `"smux"`, `"yamux"`, or `"tcp"` for raw TCP.
     pub fn transport(&self) -> &'static str {
-        if self.version.is_some() {
+        if self.yamux {
+            "yamux"
+        } else if self.version.is_some() {
             "smux"
         } else {
             "tcp"
@@ -228,6 +247,8 @@ impl Row {
     pub fn workloads(&self) -> Vec<Workload> {
         use Workload::*;
         match self.target {
+            // The yamux row is the reference of the one-way target only.
+            Target::Bench { .. } if self.yamux => vec![One, Many],
             // Open/close moves one byte: the window cannot matter, it would repeat rsmux v2.
             Target::Bench { .. } if self.fixed_window => vec![One, Many, EchoOne, EchoMany],
             Target::Bench { .. } => vec![One, Many, EchoOne, EchoMany, OpenClose],
@@ -290,7 +311,10 @@ pub fn local_rows(quick: bool, all_fixed: bool, rtt: Duration) -> Vec<Row> {
     if !quick {
         rows.push(row("go-v1", "Go smux v1", Some(1), gg.clone()));
     }
-    rows.push(row("go-v2", "Go smux v2", Some(2), gg));
+    rows.push(row("go-v2", "Go smux v2", Some(2), gg.clone()));
+    let mut yamux = row("go-yamux", "Go yamux", None, gg);
+    yamux.yamux = true;
+    rows.push(yamux);
     if !quick {
         for v in [1u8, 2] {
             rows.push(row(

@@ -33,6 +33,8 @@ pub struct Ctx {
     pub exe: PathBuf,
     /// The Go peer, or why there is none.
     pub go: std::result::Result<PathBuf, String>,
+    /// The hashicorp/yamux the Go peer has, or why it has none.
+    pub yamux: std::result::Result<String, String>,
     /// Hidden unless both outputs are terminals.
     pub progress: ProgressBar,
     /// Per `--rtt` value other than 0: a 1-byte round trip through the proxy, as measured.
@@ -132,6 +134,15 @@ pub async fn start_server(
     let go = || ctx.go.as_ref().map_err(Clone::clone);
     let strings = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<String>>();
     let (program, mut a): (&Path, Vec<String>) = match (&row.target, phase) {
+        (
+            Target::Bench {
+                server: Side::Go, ..
+            },
+            _,
+        ) if row.yamux => {
+            let a = strings(&["yamux-bench-server", "-listen", "127.0.0.1:0", "-quiet"]);
+            return Peer::start(go()?, &a).await.map(Some);
+        }
         (
             Target::Bench {
                 server: Side::Rust, ..
@@ -252,18 +263,25 @@ pub async fn run_row(ctx: &Ctx, row: &mut Row, rep: usize, tcp_echo: Option<Sock
             let pid = server.as_ref().and_then(Peer::pid);
             let cpu_before = pid.and_then(procfs::cpu_time);
             let res = match row.client_side() {
-                Side::Go if phase == Phase::Echo => {
-                    peers::go_echo_workload(ctx, row, addr, w).await
-                }
-                Side::Go => peers::go_client_workload(ctx, row, addr, w).await,
-                Side::Rust => rust_workload(ctx, row, addr, w).await,
+                Side::Go => peers::go_client_workload(ctx, row, addr, w)
+                    .await
+                    .map(|r| (r.figure, r.cpu)),
+                Side::Rust => rust_workload(ctx, row, addr, w).await.map(|f| (f, None)),
             };
             let cpu_after = pid.and_then(procfs::cpu_time);
             let server_cpu = cpu_before
                 .zip(cpu_after)
                 .map(|(a, b)| b.saturating_sub(a).as_secs_f64());
             match res {
-                Ok(figure) => row.record(rep, w, Sample { figure, server_cpu }),
+                Ok((figure, client_cpu)) => row.record(
+                    rep,
+                    w,
+                    Sample {
+                        figure,
+                        server_cpu,
+                        client_cpu,
+                    },
+                ),
                 Err(e) => {
                     let hint = server
                         .as_ref()

@@ -78,6 +78,83 @@ fn cpu_overall(r: &RowReport, w: Workload) -> Option<f64> {
     }
 }
 
+/// A row's (Go) client CPU seconds per GiB over all runs of a workload.
+fn client_cpu_overall(r: &RowReport, w: Workload) -> Option<f64> {
+    match w {
+        Workload::One => r.one_stream_client_cpu_s_per_gib,
+        Workload::Many => r.many_streams_client_cpu_s_per_gib,
+        Workload::EchoOne => r.echo_one_stream_client_cpu_s_per_gib,
+        Workload::EchoMany => r.echo_many_streams_client_cpu_s_per_gib,
+        Workload::OpenClose => None,
+    }
+}
+
+/// Whose CPU time a CPU block shows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CpuOf {
+    Server,
+    Client,
+}
+
+/// A block of CPU seconds per GiB: one line per row that has the figure, the MB/s workloads
+/// as columns; the figure is over all runs together (finer than a run's 10 ms ticks), the
+/// range under it the runs'.
+fn cpu_block(
+    out: &mut String,
+    rows: &[&RowReport],
+    of: CpuOf,
+    workloads: &[Workload],
+    name_w: usize,
+    repeat: u32,
+    local: bool,
+) {
+    let stat = |x: &WorkloadRuns| match of {
+        CpuOf::Server => x.server_cpu_s_per_gib.clone(),
+        CpuOf::Client => x.client_cpu_s_per_gib.clone(),
+    };
+    let with: Vec<&&RowReport> = rows
+        .iter()
+        .filter(|r| {
+            Workload::RATES
+                .iter()
+                .any(|w| runs(r, *w).is_some_and(|x| !stat(x).is_empty()))
+        })
+        .collect();
+    if with.is_empty() {
+        return;
+    }
+    let _ = writeln!(out);
+    let title = match of {
+        CpuOf::Server => "server CPU s per GiB, all runs",
+        CpuOf::Client => "Go client CPU s/GiB, all runs",
+    };
+    let mut h = format!("{title:name_w$}");
+    let rates: Vec<Workload> = workloads
+        .iter()
+        .copied()
+        .filter(|w| *w != Workload::OpenClose)
+        .collect();
+    for w in &rates {
+        let _ = write!(h, "{:>COL$}", short(*w, local));
+    }
+    let _ = writeln!(out, "{}", h.trim_end());
+    for r in with {
+        let overall: Vec<Option<Stat>> = rates
+            .iter()
+            .map(|w| {
+                let cpu = stat(runs(r, *w)?);
+                let median = match of {
+                    CpuOf::Server => cpu_overall(r, *w),
+                    CpuOf::Client => client_cpu_overall(r, *w),
+                };
+                Some(Stat { median, ..cpu })
+            })
+            .collect();
+        let cells: Vec<(Option<&Stat>, usize)> = overall.iter().map(|s| (s.as_ref(), 2)).collect();
+        stat_lines(out, &r.name, name_w, &cells, None, repeat);
+    }
+}
+
 fn runs(r: &RowReport, w: Workload) -> Option<&WorkloadRuns> {
     r.per_run.get(w.key())
 }
@@ -247,44 +324,24 @@ pub fn render(rep: &Report) -> String {
                 let _ = writeln!(out, "{}", line.trim_end());
             }
         }
-        let cpu_rows: Vec<&&RowReport> = rows
-            .iter()
-            .filter(|r| {
-                Workload::RATES
-                    .iter()
-                    .any(|w| runs(r, *w).is_some_and(|x| !x.server_cpu_s_per_gib.is_empty()))
-            })
-            .collect();
-        if !cpu_rows.is_empty() {
-            let _ = writeln!(out);
-            let mut h = format!("{:name_w$}", "server CPU s per GiB, all runs");
-            let rates: Vec<Workload> = workloads
-                .iter()
-                .copied()
-                .filter(|w| *w != Workload::OpenClose)
-                .collect();
-            for w in &rates {
-                let _ = write!(h, "{:>COL$}", short(*w, local));
-            }
-            let _ = writeln!(out, "{}", h.trim_end());
-            for r in cpu_rows {
-                // The figure is over all runs together (finer than a run's 10 ms ticks);
-                // the range under it is the runs'.
-                let overall: Vec<Option<Stat>> = rates
-                    .iter()
-                    .map(|w| {
-                        let cpu = runs(r, *w)?.server_cpu_s_per_gib.clone();
-                        Some(Stat {
-                            median: cpu_overall(r, *w),
-                            ..cpu
-                        })
-                    })
-                    .collect();
-                let cells: Vec<(Option<&Stat>, usize)> =
-                    overall.iter().map(|s| (s.as_ref(), 2)).collect();
-                stat_lines(&mut out, &r.name, name_w, &cells, None, rep.repeat);
-            }
-        }
+        cpu_block(
+            &mut out,
+            &rows,
+            CpuOf::Server,
+            &workloads,
+            name_w,
+            rep.repeat,
+            local,
+        );
+        cpu_block(
+            &mut out,
+            &rows,
+            CpuOf::Client,
+            &workloads,
+            name_w,
+            rep.repeat,
+            local,
+        );
     }
     if let Some(s) = &rep.scale {
         let _ = writeln!(out);
@@ -335,6 +392,15 @@ pub fn render(rep: &Report) -> String {
                 let _ = writeln!(out, "{:name_w$}FAILED {e}", "");
             }
         }
+        let _ = writeln!(
+            out,
+            "{:name_w$}{}",
+            "rsmux echo / Go echo, rounds/s",
+            match triple_cell(&s.rounds_ratio_rsmux_to_go).as_str() {
+                "-" => "-".to_string(),
+                t => format!("{t} (min/median/max, within each run)"),
+            }
+        );
     }
     if let Some(k) = &rep.kcp {
         super::kcp_report::render(&mut out, k, rep.repeat);
@@ -360,7 +426,16 @@ fn notes(out: &mut String, rep: &Report, local: bool) {
                 if !rep.quick {
                     let _ = writeln!(out, "rsmux→Go: this process <-> Go server; Go→rsmux: Go client <-> `rsmux` server process.");
                 }
-                let _ = writeln!(out, "Echo with a Go client: through the Go peer's tunnel-client (one smux session, a TCP hop to this process).");
+                let _ = writeln!(out, "Echo with a Go client: the Go peer's bench-client (one session) straight to the echo server, two processes.");
+                match (&rep.go.yamux_lib, &rep.go.yamux_skip_reason) {
+                    (Some(lib), _) => {
+                        let _ = writeln!(out, "Go yamux: Go client <-> Go server, {lib}, DefaultConfig (256 KiB stream window); one way only.");
+                    }
+                    (None, Some(reason)) if rep.rows.iter().any(|r| r.transport == "yamux") => {
+                        let _ = writeln!(out, "Go yamux row skipped: {reason}");
+                    }
+                    _ => {}
+                }
             }
             (None, reason) => {
                 let _ = writeln!(
@@ -391,6 +466,15 @@ fn notes(out: &mut String, rep: &Report, local: bool) {
         let _ = writeln!(out, "Runs are round-robin over the rows. Speed ratios: MB/s, or operations per second for open+close, computed");
         let _ = writeln!(out, "within each run (both rows side by side), then min/median/max; above 1: the first row is faster.");
         let _ = writeln!(out, "Server CPU: user + system seconds of the server process (/proc, 10 ms ticks) per GiB moved by the client.");
+        if rep.rows.iter().any(|r| {
+            r.client == "go"
+                && r.per_run
+                    .values()
+                    .any(|w| !w.client_cpu_s_per_gib.is_empty())
+        }) {
+            let _ = writeln!(out, "Go client CPU: the same for the Go bench-client process (its own getrusage, start-up included). Client and");
+            let _ = writeln!(out, "server share the machine's cores: where the client spends more per GiB than the server, the client is the bound.");
+        }
     }
     if rep.rtts.iter().any(|r| r.rtt_ms != 0.0) {
         let _ = writeln!(out, "Delay proxy: in this process, RTT/2 each way, one RTT before a new connection forwards (the handshake);");
