@@ -82,6 +82,15 @@ print('tunnel ok', len(got))
     for m in one many openclose; do
         check "v$v bench $m" "$bin" bench-client -ver $v -connect $bs -mode $m -seconds 1 -json
     done
+    check "v$v bench echo 16" "$bin" bench-client -ver $v -connect $echo_addr -mode echo -streams 16 -seconds 1 -json
 done
+if "$bin" features | grep -q '"yamux":"'; then
+    start_server "$tmp/ybs" yamux-bench-server; ybs=$addr
+    for m in one many openclose; do
+        check "yamux bench $m" "$bin" bench-client -mux yamux -connect $ybs -mode $m -dir up -seconds 1 -json
+    done
+else
+    echo "SKIP yamux bench (this build has no yamux: $("$bin" features))"
+fi
 rm -rf "$tmp"
 [ $fail = 0 ] && echo "ALL PASS" || { echo "SOME FAILED"; exit 1; }
