@@ -394,8 +394,7 @@ pub fn render(rep: &Report) -> String {
         }
         let _ = writeln!(
             out,
-            "{:name_w$}{}",
-            "rsmux echo / Go echo, rounds/s",
+            "rsmux echo / Go echo, rounds/s: {}",
             match triple_cell(&s.rounds_ratio_rsmux_to_go).as_str() {
                 "-" => "-".to_string(),
                 t => format!("{t} (min/median/max, within each run)"),
