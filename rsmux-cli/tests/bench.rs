@@ -603,7 +603,39 @@ fn scale_workload(client: &str, repeat: usize) {
             stat("rss_peak_bytes"),
         );
         stat("setup_seconds");
-        stat("server_cpu_seconds");
+        let server_cpu = stat("server_cpu_seconds");
+        // The Go scale-client reports its CPU time during the rounds; with rsmux sessions
+        // (this process) there is no client figure, nor CPU per round.
+        let (client_cpu, per_round) = (&srv["client_cpu_seconds"], &srv["cpu_us_per_round"]);
+        if client == "go" {
+            let client_cpu = stat("client_cpu_seconds");
+            let per_round = stat("cpu_us_per_round");
+            for i in 0..repeat {
+                let (c, r) = (client_cpu.runs[i].unwrap(), per_round.runs[i].unwrap());
+                assert!(c > 0.0 && r > 0.0, "{srv}");
+                // Per round: both processes' CPU over the rounds done (rounds/s x seconds).
+                let done = rounds.runs[i].unwrap() * s["seconds"].as_f64().unwrap();
+                let expect = (server_cpu.runs[i].unwrap() + c) * 1e6 / done;
+                assert!((r - expect).abs() <= 0.15 * expect + 0.1, "run {i}: {srv}");
+            }
+        } else {
+            assert!(
+                client_cpu["runs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(Value::is_null),
+                "{srv}"
+            );
+            assert!(
+                per_round["runs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(Value::is_null),
+                "{srv}"
+            );
+        }
         assert!(idle.min.unwrap() > 100_000.0, "{srv}");
         // The peak (VmHWM) is at least what was resident at any time of the same run.
         for i in 0..repeat {

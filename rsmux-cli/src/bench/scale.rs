@@ -29,7 +29,7 @@ use super::{
     peers::Peer,
     procfs,
     runner::{bounded, Ctx},
-    stats::{r1, r3, Stat},
+    stats::{r1, r2, r3, Stat},
 };
 
 /// Bytes per echo round.
@@ -77,6 +77,11 @@ pub struct ScaleServer {
     pub rss_peak_bytes: Stat,
     /// Server CPU seconds (user + system) during the rounds.
     pub server_cpu_seconds: Stat,
+    /// The Go scale-client's CPU seconds during the rounds (its own getrusage); null with an
+    /// rsmux client (this process, which does other work too).
+    pub client_cpu_seconds: Stat,
+    /// Server and client CPU microseconds per round, together (null without the client's).
+    pub cpu_us_per_round: Stat,
 }
 
 /// One run against one server.
@@ -88,6 +93,10 @@ struct Run {
     busy: Option<u64>,
     peak: Option<u64>,
     cpu: Option<f64>,
+    /// The Go client's CPU seconds during the rounds.
+    client_cpu: Option<f64>,
+    /// Seconds the rounds ran.
+    secs: f64,
 }
 
 /// The peak resident memory: `VmHWM`, or the largest `VmRSS` seen if larger.
@@ -170,6 +179,15 @@ pub async fn run(ctx: &Ctx, fd_limit: Option<u64>) -> ScaleReport {
                 rss_busy_bytes: stat(|r| r.busy.map(|b| b as f64), |x| x),
                 rss_peak_bytes: stat(|r| r.peak.map(|b| b as f64), |x| x),
                 server_cpu_seconds: stat(|r| r.cpu, r3),
+                client_cpu_seconds: stat(|r| r.client_cpu, r3),
+                cpu_us_per_round: stat(
+                    |r| {
+                        let rounds = r.rounds_per_s * r.secs;
+                        let both = r.cpu? + r.client_cpu?;
+                        (rounds > 0.0).then(|| both * 1e6 / rounds)
+                    },
+                    r2,
+                ),
             }
         })
         .collect();
@@ -350,6 +368,8 @@ async fn drive(
     drop(sessions);
     Ok(Run {
         rounds_per_s: rounds.load(Relaxed) as f64 / secs,
+        secs,
+        client_cpu: None,
         setup,
         idle,
         busy,
@@ -454,6 +474,8 @@ async fn drive_go(
     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
     Ok(Run {
         rounds_per_s: rounds / secs,
+        secs,
+        client_cpu: f("cpu_s").filter(|c| *c >= 0.0),
         setup,
         idle,
         busy,

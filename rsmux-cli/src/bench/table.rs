@@ -364,6 +364,8 @@ pub fn render(rep: &Report) -> String {
             "RSS busy MB",
             "RSS peak MB",
             "CPU s",
+            "client CPU s",
+            "µs/round",
         ] {
             let _ = write!(h, "{col:>COL$}");
         }
@@ -386,6 +388,8 @@ pub fn render(rep: &Report) -> String {
                 (Some(&busy), 0),
                 (Some(&peak), 0),
                 (Some(&srv.server_cpu_seconds), 2),
+                (Some(&srv.client_cpu_seconds), 2),
+                (Some(&srv.cpu_us_per_round), 1),
             ];
             stat_lines(&mut out, srv.name, name_w, &cells, None, rep.repeat);
             for e in &srv.errors {
@@ -474,6 +478,14 @@ fn notes(out: &mut String, rep: &Report, local: bool) {
             let _ = writeln!(out, "Go client CPU: the same for the Go bench-client process (its own getrusage, start-up included). Client and");
             let _ = writeln!(out, "server share the machine's cores: where the client spends more per GiB than the server, the client is the bound.");
         }
+    }
+    if let Some(s) = rep.scale.as_ref().filter(|s| s.client == "go") {
+        let _ = writeln!(out, "Scale CPU s: the server's (/proc) and the Go scale-client's (its own getrusage) during the rounds; µs/round:");
+        let _ = writeln!(
+            out,
+            "both together per round ({} sessions; server and client share the machine's cores).",
+            s.sessions
+        );
     }
     if rep.rtts.iter().any(|r| r.rtt_ms != 0.0) {
         let _ = writeln!(out, "Delay proxy: in this process, RTT/2 each way, one RTT before a new connection forwards (the handshake);");

@@ -8,8 +8,9 @@ package main
 // every stream carrying one round (write -size bytes, read them back) while being set up.
 // Then prints "ready SETUP_SECONDS" on stdout and waits for a line on stdin; then every
 // stream does rounds at once for S seconds, and the role prints one JSON line
-// {"rounds":R,"seconds":T,"setup_seconds":X} and exits. The pause lets the parent measure
-// the server with every stream open and idle.
+// {"rounds":R,"seconds":T,"setup_seconds":X,"cpu_s":C} and exits (C: this process's CPU
+// seconds, user + system, during the rounds). The pause lets the parent measure the server
+// with every stream open and idle.
 
 import (
 	"bufio"
@@ -105,6 +106,7 @@ func runScaleClient(args []string) {
 	// Rounds on every stream at once.
 	var rounds int64
 	var stop int32
+	cpu0 := cpuSeconds()
 	t0 := time.Now()
 	for _, sts := range all {
 		for _, st := range sts {
@@ -128,6 +130,7 @@ func runScaleClient(args []string) {
 	atomic.StoreInt32(&stop, 1)
 	wg.Wait()
 	el := time.Since(t0).Seconds()
+	cpu := cpuSeconds() - cpu0
 	if f := failed.Load(); f != nil {
 		fatalf("%v", f)
 	}
@@ -135,6 +138,7 @@ func runScaleClient(args []string) {
 		"rounds":        rounds,
 		"seconds":       el,
 		"setup_seconds": setup,
+		"cpu_s":         cpu,
 	})
 	os.Stdout.Write(append(b, '\n'))
 	for _, s := range sess {
