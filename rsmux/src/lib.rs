@@ -50,6 +50,17 @@
 //! stream (the crate's headline number), and the `stream` field on every stream event
 //! gives the same filtering (`RUST_LOG=rsmux=trace`, then grep `stream=7`).
 //!
+//! ## Performance and the runtime
+//! A session's driver task and its streams' tasks hand work to each other with wake-ups. On a
+//! multi-thread runtime they can run on different workers at once, and then the session's
+//! state moves between CPU caches and its lock is contended: measured on two cores, a client
+//! writing 100 streams used about 1.7 times the CPU on two workers that it used on one, and
+//! moved less. A process that serves one busy session is cheaper on a current-thread runtime
+//! (or `TOKIO_WORKER_THREADS=1`); one that serves many sessions uses more workers well, since
+//! sessions are independent. Writes of 16 KiB or more go straight to the transport from the
+//! writing task when nothing else waits to be sent, and received payloads are handed out
+//! without copying by [`Stream::read_chunk`].
+//!
 //! ## Compatibility with Go smux
 //! Frames sent are always well formed (LENGTH 0 on SYN/FIN/NOP, UPD only in v2), so every Go
 //! smux from 1.5.16 to 1.5.57 accepts them. Received frames are checked as strictly as the
