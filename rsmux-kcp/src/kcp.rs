@@ -872,10 +872,17 @@ mod tests {
 
     #[test]
     fn segment_buffers_are_reused_and_released_when_idle() {
+        // From 0, and with the clock wrapping during the idle part (trims are due by `diff`).
+        for start in [0, u32::MAX - 2_500] {
+            buffers_reused_and_released(start);
+        }
+    }
+
+    fn buffers_reused_and_released(start: u32) {
         let mut a = Kcp::new(3, &params());
         let mut b = Kcp::new(3, &params());
         let mut buf = vec![0u8; 64 * 1024];
-        let mut now = 0;
+        let mut now = start;
         let mut step = |a: &mut Kcp, b: &mut Kcp, now: u32| {
             let (mut to_b, mut to_a) = (Vec::new(), Vec::new());
             a.update(now, &mut |d| to_b.push(d.to_vec()));
@@ -893,13 +900,13 @@ mod tests {
         for _ in 0..200 {
             a.send(&[7u8; 20_000]);
             step(&mut a, &mut b, now);
-            now += 10;
+            now = now.wrapping_add(10);
         }
         // Acked and read segments went back to the pools.
         assert!(a.spare_buffers() > 0 && b.spare_buffers() > 0);
         for _ in 0..300 {
             step(&mut a, &mut b, now);
-            now += 10;
+            now = now.wrapping_add(10);
         }
         assert_eq!(a.wait_snd(), 0);
         assert_eq!((a.spare_buffers(), b.spare_buffers()), (0, 0));
