@@ -316,15 +316,20 @@ fn shard_body(body: &[u8]) -> Option<&[u8]> {
     Some(&body[2..size])
 }
 
+/// Keeps an emptied shard buffer in `spare`, up to [`MAX_GROUPS`] groups of `n` shards.
+fn spare_shard(spare: &mut Vec<Vec<u8>>, n: usize, mut shard: Vec<u8>) {
+    if spare.len() < MAX_GROUPS * n {
+        shard.clear();
+        spare.push(shard);
+    }
+}
+
 impl Decoder {
     /// Keeps a forgotten group's table and shard buffers for reuse.
     fn recycle(&mut self, mut table: Vec<Option<Vec<u8>>>) {
         let n = self.data + self.parity;
-        for mut shard in table.drain(..).flatten() {
-            if self.spare_shards.len() < MAX_GROUPS * n {
-                shard.clear();
-                self.spare_shards.push(shard);
-            }
+        for shard in table.drain(..).flatten() {
+            spare_shard(&mut self.spare_shards, n, shard);
         }
         if self.spare_tables.len() < MAX_GROUPS {
             self.spare_tables.push(table);
@@ -452,13 +457,8 @@ impl Decoder {
         if data_have == self.data {
             group.done = true;
             // Keep the (emptied) table until the group is forgotten; reuse the shards.
-            for slot in &mut group.shards {
-                if let Some(mut shard) = slot.take() {
-                    if self.spare_shards.len() < MAX_GROUPS * n {
-                        shard.clear();
-                        self.spare_shards.push(shard);
-                    }
-                }
+            for shard in group.shards.iter_mut().filter_map(Option::take) {
+                spare_shard(&mut self.spare_shards, n, shard);
             }
             return out;
         }
