@@ -505,7 +505,13 @@ mod tests {
     use super::*;
 
     fn group(d: usize, p: usize, lens: &[usize]) -> Vec<Vec<u8>> {
+        group_from(d, p, 0, lens)
+    }
+
+    /// Datagram payloads of an encoder whose first seqid is `first`, data shards of `lens`.
+    fn group_from(d: usize, p: usize, first: u32, lens: &[usize]) -> Vec<Vec<u8>> {
         let mut enc = Encoder::new(d, p).unwrap();
+        enc.next_seqid = first;
         let mut out = Vec::new();
         for (i, &len) in lens.iter().enumerate() {
             let mut pkt = vec![0u8; HEADER_SIZE + len];
@@ -668,6 +674,30 @@ mod tests {
             }
             assert_eq!(dec.shards(), (d, p));
             assert_eq!(recovered, 3, "{d}+{p}");
+        }
+    }
+
+    #[test]
+    fn learns_the_senders_shard_counts_across_the_seqid_wrap() {
+        // The sender's seqids start two groups before its wrap point, so the tuner sees group
+        // starts on both sides of the wrap and must start over at 0, then learn and recover.
+        for (d, p) in [(5, 2), (3, 3)] {
+            let n = d + p;
+            let wrap = (u32::MAX / n as u32) * n as u32;
+            let lens: Vec<usize> = (0..d * 10).map(|i| 10 + i % 7).collect();
+            let pkts = group_from(d, p, wrap - 2 * n as u32, &lens);
+            assert_eq!(u32::from_le_bytes(pkts[2 * n][..4].try_into().unwrap()), 0);
+            let mut dec = Decoder::new(10, 3).unwrap();
+            let mut recovered = 0;
+            for (i, pkt) in pkts.iter().enumerate() {
+                // From the seventh group on, lose the last data shard of every group.
+                if i >= 6 * n && i % n == d - 1 {
+                    continue;
+                }
+                recovered += dec.decode(pkt).recovered.len();
+            }
+            assert_eq!(dec.shards(), (d, p));
+            assert_eq!(recovered, 4, "{d}+{p}");
         }
     }
 
