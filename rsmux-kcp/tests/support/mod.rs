@@ -1,9 +1,9 @@
-//! Shared helpers: kcptun child processes, TCP echo targets, smux settings, a lossy relay.
+//! Shared helpers: kcptun child processes, TCP echo targets, smux settings, a lossy relay,
+//! connected pairs and forged first datagrams.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,48 +67,30 @@ fn install_kcptun() {
         .status();
 }
 
-/// A kcptun child process, killed on drop.
+/// A kcptun child process, killed on drop; with `KCPTUN_LOG` set its log is printed then
+/// (it is printed anyway when the test fails).
 pub struct Kcptun {
-    child: Child,
+    child: rsmux_test_support::process::Child,
 }
 
 impl Drop for Kcptun {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if std::env::var_os("KCPTUN_LOG").is_some() {
+            eprintln!("--- {} ---\n{}", self.child.desc(), self.child.stderr());
+        }
     }
 }
 
 impl Kcptun {
     /// Starts `bin` with `args` and returns once it has logged "key derivation done" (after
-    /// which it only binds its socket and serves). Its log goes on to stderr of the test.
+    /// which it only binds its socket and serves).
     pub fn start(bin: &str, args: &[String]) -> Kcptun {
-        let mut child = Command::new(kcptun_bin(bin))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let name = bin.to_string();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("key derivation done") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                if std::env::var_os("KCPTUN_LOG").is_some() {
-                    eprintln!("[{name}] {line}");
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("{bin} {args:?} did not start"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let child = rsmux_test_support::process::Child::spawn(kcptun_bin(bin), &args);
+        assert!(
+            child.wait_stderr("key derivation done", Duration::from_secs(20)),
+            "{bin} {args:?} did not start"
+        );
         Kcptun { child }
     }
 }
