@@ -9,33 +9,13 @@
 //! paths reused their buffers, and is now 0.1-2.3 (the bound asserted leaves margin for
 //! tokio's occasional bookkeeping).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+mod support;
+
 use std::time::Duration;
 
-use rsmux_kcp::{KcpConfig, KcpListener, KcpStream};
+use rsmux_kcp::{KcpConfig, KcpListener};
+use rsmux_test_support::counting::{allocations, Counting};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -43,19 +23,6 @@ static GLOBAL: Counting = Counting;
 const MIB: usize = 1 << 20;
 /// Allocations per MiB (send and receive together) the test accepts.
 const BOUND_PER_MIB: f64 = 16.0;
-
-/// Incompressible bytes (snappy stores them as they are, as it would real traffic).
-fn pattern(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// Writes `total` bytes of `data` (cycled) into `w` while reading and checking them from `r`.
 async fn pump(
@@ -96,26 +63,20 @@ async fn allocations_per_mib(
     server: &KcpConfig,
 ) -> (f64, f64, rsmux_kcp::Stats, rsmux_kcp::Stats) {
     let listener = KcpListener::bind("127.0.0.1:0", server).await.unwrap();
-    let mut a = KcpStream::connect(listener.local_addr(), client)
-        .await
-        .unwrap();
-    // KCP has no handshake: the first bytes open the conversation.
-    a.write_all(b"hello").await.unwrap();
-    let (mut b, _) = listener.accept().await.unwrap();
-    let mut hello = [0u8; 5];
-    b.read_exact(&mut hello).await.unwrap();
-    let data = pattern(MIB + 4097);
+    let (mut a, mut b) = support::connected_pair(&listener, client).await;
+    // Incompressible bytes (snappy stores them as they are, as it would real traffic).
+    let data = rsmux_test_support::pattern::bytes(1, MIB + 4097);
     pump(&mut a, &mut b, &data, 4 * MIB).await;
     pump(&mut b, &mut a, &data, 4 * MIB).await;
 
     let moved = 16 * MIB;
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     pump(&mut a, &mut b, &data, moved).await;
-    let up = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let up = allocations() - before;
+    let before = allocations();
     pump(&mut b, &mut a, &data, moved).await;
-    let down = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    let per_mib = |n: u64| n as f64 / (moved / MIB) as f64;
+    let down = allocations() - before;
+    let per_mib = |n: usize| n as f64 / (moved / MIB) as f64;
     (per_mib(up), per_mib(down), a.stats(), b.stats())
 }
 

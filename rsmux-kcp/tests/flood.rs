@@ -7,40 +7,16 @@
 
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use rsmux_kcp::conn::Connection;
 use rsmux_kcp::crypt::Crypt;
-use rsmux_kcp::{CryptKind, Datagrams, KcpConfig, KcpListener, KcpStream, ListenerStats};
+use rsmux_kcp::{CryptKind, KcpConfig, KcpListener, ListenerStats};
+use rsmux_test_support::counting::{live, Counting};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 
-struct Counting;
-
-/// Heap bytes in use by the whole test process.
-static LIVE: AtomicI64 = AtomicI64::new(0);
-
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+/// Counts the heap bytes in use by the whole test process.
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
@@ -51,17 +27,6 @@ const SOURCES: usize = 2_000;
 /// Heap one forged peer may cost: its KCP/FEC state, its stream and the test's accept loop
 /// holding the stream (measured: about 25 KB; see the eprintln).
 const PER_PEER_BOUND: i64 = 64 * 1024;
-
-/// The first datagram of a conversation `conv` as a real client would send it (PUSH sn 0).
-fn forged_datagram(conv: u32, config: &KcpConfig, crypt: &Crypt) -> Vec<u8> {
-    let mut c = Connection::new(conv, config, crypt.clone());
-    assert_eq!(c.send(&[0x5a; 200]), 200);
-    c.flush(0);
-    let mut out = Datagrams::new();
-    c.take_transmits(&mut out);
-    let first = out.iter().next().expect("one datagram").to_vec();
-    first
-}
 
 /// `count` sources, each on its own 127.x.y.z address, send one garbage datagram and one
 /// forged first datagram; after every 50 sources, waits until the listener has dealt with
@@ -92,7 +57,8 @@ async fn flood(
                 })
                 .collect();
             socket.send_to(&garbage, target).await.unwrap();
-            let forged = forged_datagram(0x1000_0000 + n as u32, config, &crypt);
+            let forged =
+                support::first_datagram(0x1000_0000 + n as u32, config, &crypt, &[0x5a; 200]);
             socket.send_to(&forged, target).await.unwrap();
         }
         let sent = (batch[batch.len() - 1] + 1) as u64;
@@ -132,14 +98,7 @@ async fn flood_from_many_addresses_keeps_memory_bounded_and_the_real_session_wor
         ..KcpConfig::kcptun_server()
     };
     let listener = KcpListener::bind("127.0.0.1:0", &config).await.unwrap();
-    let mut real = KcpStream::connect(listener.local_addr(), &config)
-        .await
-        .unwrap();
-    real.write_all(b"real").await.unwrap();
-    let (mut served, _) = listener.accept().await.unwrap();
-    let mut hello = [0u8; 4];
-    served.read_exact(&mut hello).await.unwrap();
-    assert_eq!(&hello, b"real");
+    let (mut real, served) = support::connected_pair(&listener, &config).await;
     // The real server side echoes.
     let served_stats = served.stats_handle();
     let real_stats = real.stats_handle();
@@ -160,9 +119,9 @@ async fn flood_from_many_addresses_keeps_memory_bounded_and_the_real_session_wor
     };
 
     let mut max_peers_seen = 0;
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = live() as i64;
     flood(&listener, &config, 0, SOURCES, true, &mut max_peers_seen).await;
-    let grown = LIVE.load(Ordering::Relaxed) - before;
+    let grown = live() as i64 - before;
     let stats = listener.stats();
     eprintln!(
         "after {SOURCES} sources: {stats:?}; heap grew {grown} bytes, {} per peer",

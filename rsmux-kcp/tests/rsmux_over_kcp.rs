@@ -177,7 +177,6 @@ async fn junk_datagrams_open_no_connection() {
 /// its first segment (PUSH sn 0); the old connection then fails with ConnectionReset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_address_new_conversation_replaces_the_old_one() {
-    use rsmux_kcp::conn::Connection;
     use rsmux_kcp::crypt::Crypt;
     use tokio::io::AsyncReadExt;
     tokio::time::timeout(LIMIT, async {
@@ -190,15 +189,7 @@ async fn same_address_new_conversation_replaces_the_old_one() {
         socket.connect(listener.local_addr()).await.unwrap();
         let crypt = Crypt::new(config.crypt, &config.key);
         // One datagram of a sans-IO client connection, sent from our fixed socket.
-        let first_datagram = |conv: u32| {
-            let mut c = Connection::new(conv, &KcpConfig::default(), crypt.clone());
-            assert_eq!(c.send(b"hi"), 2);
-            c.flush(0);
-            let mut out = rsmux_kcp::Datagrams::new();
-            c.take_transmits(&mut out);
-            let first = out.iter().next().unwrap().to_vec();
-            first
-        };
+        let first_datagram = |conv: u32| first_datagram(conv, &KcpConfig::default(), &crypt, b"hi");
         socket.send(&first_datagram(1)).await.unwrap();
         let (mut old, _) = listener.accept().await.unwrap();
         assert_eq!(old.conv(), 1);
@@ -239,13 +230,8 @@ async fn idle_timeout_ends_connections_and_frees_peers() {
         let listener = KcpListener::bind("127.0.0.1:0", &short(KcpConfig::kcptun_server()))
             .await
             .unwrap();
-        let mut client = KcpStream::connect(listener.local_addr(), &short(KcpConfig::default()))
-            .await
-            .unwrap();
-        client.write_all(b"hello").await.unwrap();
-        let (mut accepted, _) = listener.accept().await.unwrap();
+        let (client, mut accepted) = connected_pair(&listener, &short(KcpConfig::default())).await;
         let mut buf = [0u8; 5];
-        accepted.read_exact(&mut buf).await.unwrap();
         assert_eq!(listener.stats().peers, 1);
         drop(client);
         listener.stats_reach(|s| s.peers == 0).await;
@@ -320,7 +306,6 @@ async fn dscp_is_set_on_the_sockets() {
 /// timeout, before they would expire), then it is accepted and works; evictions are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_listener_evicts_a_long_silent_peer_for_a_new_one() {
-    use rsmux_kcp::conn::Connection;
     use rsmux_kcp::crypt::Crypt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     tokio::time::timeout(LIMIT, async {
@@ -333,15 +318,12 @@ async fn full_listener_evicts_a_long_silent_peer_for_a_new_one() {
         let listener = KcpListener::bind("127.0.0.1:0", &config).await.unwrap();
         let crypt = Crypt::new(config.crypt, &config.key);
         for conv in [1, 2] {
-            let mut c = Connection::new(conv, &config, crypt.clone());
-            c.send(b"forged");
-            c.flush(0);
-            let mut out = rsmux_kcp::Datagrams::new();
-            c.take_transmits(&mut out);
             let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            for d in out.iter() {
-                socket.send_to(d, listener.local_addr()).await.unwrap();
-            }
+            let forged = first_datagram(conv, &config, &crypt, b"forged");
+            socket
+                .send_to(&forged, listener.local_addr())
+                .await
+                .unwrap();
         }
         listener.stats_reach(|s| s.peers == 2).await;
         let started = tokio::time::Instant::now();

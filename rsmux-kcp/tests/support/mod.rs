@@ -314,3 +314,37 @@ fn relay_one(
         send(&h);
     }
 }
+
+/// A client of `listener` connected with `config`, and its accepted server side: KCP has no
+/// handshake, so the client's first bytes open the conversation and the server reads them.
+pub async fn connected_pair(
+    listener: &rsmux_kcp::KcpListener,
+    config: &rsmux_kcp::KcpConfig,
+) -> (rsmux_kcp::KcpStream, rsmux_kcp::KcpStream) {
+    let mut client = rsmux_kcp::KcpStream::connect(listener.local_addr(), config)
+        .await
+        .unwrap();
+    client.write_all(b"hello").await.unwrap();
+    let (mut served, _) = listener.accept().await.unwrap();
+    let mut hello = [0u8; 5];
+    served.read_exact(&mut hello).await.unwrap();
+    assert_eq!(&hello, b"hello");
+    (client, served)
+}
+
+/// The first datagram of conversation `conv` as a client with `config` sends it after
+/// writing `data` (a PUSH with sn 0), sealed with `crypt`: a forged peer's opening.
+pub fn first_datagram(
+    conv: u32,
+    config: &rsmux_kcp::KcpConfig,
+    crypt: &rsmux_kcp::crypt::Crypt,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut c = rsmux_kcp::conn::Connection::new(conv, config, crypt.clone());
+    assert_eq!(c.send(data), data.len());
+    c.flush(0);
+    let mut out = rsmux_kcp::Datagrams::new();
+    c.take_transmits(&mut out);
+    let first = out.iter().next().expect("a datagram").to_vec();
+    first
+}
