@@ -116,11 +116,13 @@ impl Datagrams {
             .map(|(start, end)| &self.bytes[start..end])
     }
 
-    /// Appends a datagram of `len` zero bytes and returns it to be filled in.
-    fn push_zeroed(&mut self, len: usize) -> &mut [u8] {
+    /// Appends a datagram of `header` zero bytes followed by `body` and returns it, to have
+    /// its header filled in (each byte is written once).
+    fn push(&mut self, header: usize, body: &[u8]) -> &mut [u8] {
         let start = self.bytes.len();
-        self.bytes.resize(start + len, 0);
-        self.ends.push(start + len);
+        self.bytes.resize(start + header, 0);
+        self.bytes.extend_from_slice(body);
+        self.ends.push(self.bytes.len());
         &mut self.bytes[start..]
     }
 }
@@ -266,9 +268,7 @@ impl Output {
     /// Turns KCP segments into a datagram (and FEC parity datagrams), sealed and queued;
     /// allocates nothing once the queue's buffer has grown.
     fn emit(&mut self, segments: &[u8], crypt: &Crypt, stats: &mut Stats) {
-        let reserved = self.reserved;
-        let datagram = self.transmits.push_zeroed(reserved + segments.len());
-        datagram[reserved..].copy_from_slice(segments);
+        let datagram = self.transmits.push(self.reserved, segments);
         let group_done = match &mut self.fec_enc {
             Some(enc) => enc.encode(&mut datagram[crypt::HEADER_SIZE..]),
             None => false,
@@ -277,8 +277,7 @@ impl Output {
         stats.datagrams_out += 1;
         if let (true, Some(enc)) = (group_done, &self.fec_enc) {
             for p in enc.parity() {
-                let d = self.transmits.push_zeroed(crypt::HEADER_SIZE + p.len());
-                d[crypt::HEADER_SIZE..].copy_from_slice(p);
+                let d = self.transmits.push(crypt::HEADER_SIZE, p);
                 crypt.seal(d, &mut self.rng);
                 stats.datagrams_out += 1;
                 stats.fec_parity_out += 1;
