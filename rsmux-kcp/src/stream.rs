@@ -150,7 +150,7 @@ pub(crate) async fn drive(inner: Arc<Inner>, socket: Arc<UdpSocket>, route: Rout
                     "KCP link dead: a segment went unacknowledged 20 times",
                 );
             }
-            let idle = s.last_heard.elapsed();
+            let idle = s.silent_for();
             if idle >= s.idle_timeout {
                 s.fail(
                     io::ErrorKind::TimedOut,
