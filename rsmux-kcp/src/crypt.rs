@@ -34,7 +34,7 @@ const IV: [u8; 16] = [
     0xa7, 0x73, 0x4f, 0x9c, 0x12, 0xac, 0x1b, 0x01, 0xa4, 0x15, 0xf2, 0xc1, 0xfc, 0x78, 0xe6, 0x6b,
 ];
 /// The IV of the 64-bit-block ciphers: the first half of [`IV`].
-const IV_64: [u8; 8] = [0xa7, 0x73, 0x4f, 0x9c, 0x12, 0xac, 0x1b, 0x01];
+const IV_64: [u8; 8] = *IV.first_chunk().unwrap();
 /// kcp-go's TEA rounds (Go's `tea.NewCipherWithRounds(key, 16)`; standard TEA has 64).
 const TEA_ROUNDS: u32 = 16;
 const KEY_SALT: &[u8] = b"kcp-go";
