@@ -1,9 +1,9 @@
 //! TEA and XTEA, the two 64-bit-block ciphers of kcptun's `--crypt tea` and `--crypt xtea`,
 //! with the full-block CFB mode the other ciphers get from `cfb-mode`.
 //!
-//! Written here because no maintained crate fits: RustCrypto's `xtea` needs `cipher` 0.5 and
-//! Rust 1.85 (this workspace builds with `cipher` 0.4 and Rust 1.83), and there is no TEA crate
-//! with a configurable round count. kcptun (kcp-go) uses Go's `x/crypto/tea` with **16
+//! Written here because no maintained crate fits: RustCrypto's `xtea` needs `cipher` 0.5 (the
+//! other ciphers here, and `cfb-mode`, are on 0.4), and there is no TEA crate with a
+//! configurable round count. kcptun (kcp-go) uses Go's `x/crypto/tea` with **16
 //! rounds** (8 cycles; standard TEA has 64 rounds) and `x/crypto/xtea` (64 rounds); both read
 //! the key and the block as big-endian 32-bit words. Both ciphers are obsolete (64-bit
 //! blocks, TEA has related-key weaknesses); they are here only to talk to kcptun peers
