@@ -310,6 +310,22 @@ pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener> {
         .context(format_args!("cannot listen on {addr}"))
 }
 
+/// The next connection on `listener`. A failed accept (typically out of file descriptors) is
+/// logged and retried after a pause instead of spinning.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(c) => return c,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// Checks that `addr` (`HOST:PORT`, given as `flag`) resolves, so that a misspelt host is
 /// reported at start rather than at the first connection (exit status 1: the name may be
 /// right and the resolver down).

@@ -1,6 +1,6 @@
 //! `rsmux echo`: an smux server that echoes every accepted stream.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use clap::Args;
 use rsmux::{Config, Session, Stream};
@@ -68,20 +68,13 @@ pub async fn run(args: EchoArgs) -> Result<()> {
     let sig = loop {
         tokio::select! {
             sig = signals.next() => break sig,
-            res = listener.accept() => match res {
-                Ok((tcp, peer)) => start_session(tcp, peer, &config, &sessions, args.max_streams),
-                Err(e) => {
-                    // Typically out of file descriptors: wait instead of spinning.
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
+            (tcp, peer) = common::accept(&listener) => {
+                start_session(tcp, peer, &config, &sessions, args.max_streams)
+            }
         }
     };
-    drop(listener);
-    info!("{sig} received: stopped listening on {local}");
     sessions
-        .drain_all(args.drain.drain_timeout, &mut signals)
+        .stop_and_drain(listener, local, sig, args.drain.drain_timeout, &mut signals)
         .await;
     Ok(())
 }

@@ -116,6 +116,21 @@ impl Sessions {
         })
     }
 
+    /// After signal `sig`: closes a server's `listener` (bound to `local`), logs it, then
+    /// drains every session (see [`Sessions::drain_all`]).
+    pub async fn stop_and_drain(
+        &self,
+        listener: tokio::net::TcpListener,
+        local: std::net::SocketAddr,
+        sig: &str,
+        grace: Duration,
+        signals: &mut Signals,
+    ) -> bool {
+        drop(listener);
+        info!("{sig} received: stopped listening on {local}");
+        self.drain_all(grace, signals).await
+    }
+
     /// Drains every live session at once, each for at most `grace`; completes when all of
     /// them have closed, or at the next of `signals` (then returns `false`: stop at once).
     pub async fn drain_all(&self, grace: Duration, signals: &mut Signals) -> bool {

@@ -26,7 +26,7 @@ use std::{
 use clap::{Args, Subcommand};
 use rsmux::{Config, Session, Stream};
 use tokio::{
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     sync::{watch, Semaphore},
 };
 use tracing::{debug, info, warn};
@@ -277,18 +277,6 @@ pub async fn run(cmd: TunnelCommand) -> Result<()> {
     }
 }
 
-async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
-    loop {
-        match listener.accept().await {
-            Ok(c) => return c,
-            Err(e) => {
-                warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
 /// The server's security, ready to use, and what to tell the person who started it.
 struct ServerSetup {
     security: ServerSecurity,
@@ -454,7 +442,7 @@ async fn run_server(args: ServerArgs, mut signals: Signals) -> Result<()> {
     let sig = loop {
         let (tcp, peer) = tokio::select! {
             sig = signals.next() => break sig,
-            accepted = accept(&listener) => accepted,
+            accepted = common::accept(&listener) => accepted,
         };
         let _ = tcp.set_nodelay(true);
         let Ok(permit) = pending.clone().try_acquire_owned() else {
@@ -490,10 +478,8 @@ async fn run_server(args: ServerArgs, mut signals: Signals) -> Result<()> {
             }
         });
     };
-    drop(listener);
-    info!("{sig} received: stopped listening on {local}");
     sessions
-        .drain_all(args.drain.drain_timeout, &mut signals)
+        .stop_and_drain(listener, local, sig, args.drain.drain_timeout, &mut signals)
         .await;
     Ok(())
 }
@@ -597,7 +583,7 @@ async fn run_client(args: ClientArgs, mut signals: Signals) -> Result<()> {
     let sig = loop {
         let (tcp, peer) = tokio::select! {
             sig = signals.next() => break sig,
-            accepted = accept(&listener) => accepted,
+            accepted = common::accept(&listener) => accepted,
         };
         let _ = tcp.set_nodelay(true);
         let pool = pool.clone();
