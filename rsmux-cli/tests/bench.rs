@@ -160,6 +160,15 @@ const RATIO_FIELDS: [&str; 11] = [
     "per_run",
 ];
 
+/// Runs `rsmux args` (at most `limit`), checks it exits 0 and returns the JSON object it
+/// printed.
+fn bench_json(args: &[&str], limit: Duration) -> Value {
+    let out = run(common::bin(), args, limit);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
 fn num(row: &Value, key: &str) -> f64 {
     row[key]
         .as_f64()
@@ -192,15 +201,8 @@ fn quick_json_has_every_field() {
     // Build the Go peer first, so the Go rows run (the bench would build it too).
     common::go_peer();
     let started = Instant::now();
-    let out = run(
-        common::bin(),
-        &["bench", "--quick", "--json"],
-        Duration::from_secs(90),
-    );
+    let v = bench_json(&["bench", "--quick", "--json"], Duration::from_secs(90));
     let elapsed = started.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
     eprintln!("bench --quick --json took {elapsed:?}");
 
     for key in [
@@ -443,8 +445,7 @@ fn a_go_peer_without_yamux_skips_the_yamux_row() {
         .expect("build.sh prints the path")
         .trim();
     assert!(peer.ends_with("smuxpeer-noyamux"), "{stdout}");
-    let out = run(
-        common::bin(),
+    let v = bench_json(
         &[
             "bench",
             "--quick",
@@ -458,9 +459,6 @@ fn a_go_peer_without_yamux_skips_the_yamux_row() {
         ],
         Duration::from_secs(90),
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
     let go = &v["go"];
     assert_eq!(go["available"], true, "{go}");
     assert_eq!(go["yamux_available"], false, "{go}");
@@ -488,8 +486,7 @@ fn a_go_peer_without_yamux_skips_the_yamux_row() {
 
 #[test]
 fn repeat_flag_sets_the_number_of_runs() {
-    let out = run(
-        common::bin(),
+    let v = bench_json(
         &[
             "bench",
             "--no-go",
@@ -501,9 +498,6 @@ fn repeat_flag_sets_the_number_of_runs() {
         ],
         Duration::from_secs(90),
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
     assert_eq!(v["repeat"], 2);
     let rows = v["rows"].as_array().expect("rows");
     // Without --quick: the fixed-window row and the skipped Go rows are there too.
@@ -548,8 +542,7 @@ fn scale_workload_with_the_go_client() {
 fn scale_workload(client: &str, repeat: usize) {
     common::go_peer();
     let repeat_arg = repeat.to_string();
-    let out = run(
-        common::bin(),
+    let v = bench_json(
         &[
             "bench",
             "--json",
@@ -567,9 +560,6 @@ fn scale_workload(client: &str, repeat: usize) {
         ],
         Duration::from_secs(90),
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
     assert_eq!(v["rows"].as_array().map(Vec::len), Some(0));
     let s = &v["scale"];
     assert_eq!(s["sessions"], 20);
@@ -765,8 +755,7 @@ fn rtt_runs_every_row_through_the_proxy() {
     // A 1 MiB window keeps the fixed-window row's 16 MiB requests short at this RTT; the
     // larger --smuxbuf holds 16 such windows (fixed windows beyond the receive budget can
     // stall a v2 echo, in Go smux as in rsmux).
-    let out = run(
-        common::bin(),
+    let v = bench_json(
         &[
             "bench",
             "--repeat",
@@ -784,9 +773,6 @@ fn rtt_runs_every_row_through_the_proxy() {
         ],
         Duration::from_secs(60),
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
     assert_eq!(v["rtts_ms"], serde_json::json!([0.0, 20.0]));
     let rows = v["rows"].as_array().expect("rows");
     let at = |ms: f64| -> Vec<&Value> { rows.iter().filter(|r| num(r, "rtt_ms") == ms).collect() };

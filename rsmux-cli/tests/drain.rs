@@ -31,6 +31,30 @@ async fn refused(addr: SocketAddr) {
     }
 }
 
+/// Sends SIGINT to `p` and waits until it drains its one session.
+fn starts_draining(p: &Proc) {
+    p.signal("INT");
+    assert!(p.wait_stderr("draining 1 session", LIMIT), "{}", p.stderr());
+}
+
+/// `draining` still runs while `io`, its last stream, is open; `io` echoes once more and
+/// ends with a clean EOF after our shutdown; then `draining` exits 0, every session drained.
+fn exits_once_the_last_stream_ends<T>(rt: &tokio::runtime::Runtime, draining: &mut Proc, mut io: T)
+where
+    T: AsyncReadExt + AsyncWriteExt + Unpin + Send + 'static,
+{
+    assert!(draining.is_running(), "{}", draining.stderr());
+    rt.block_on(within(LIMIT, "last echo and EOF", async move {
+        echoed(&mut io, b"still here").await;
+        io.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        io.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+    }));
+    assert_eq!(draining.wait_exit(LIMIT), Some(0), "{}", draining.stderr());
+    assert!(draining.stderr().contains("drained: every session closed"));
+}
+
 /// `rsmux echo` and one smux session to it with one stream that has echoed something.
 fn echo_with_a_stream(rt: &tokio::runtime::Runtime, extra: &[&str]) -> (Proc, Session, Stream) {
     let mut args = vec!["echo", "--listen", "127.0.0.1:0"];
@@ -51,14 +75,9 @@ fn echo_with_a_stream(rt: &tokio::runtime::Runtime, extra: &[&str]) -> (Proc, Se
 fn echo_drains_on_the_first_signal() {
     let rt = runtime();
     let (mut echo, session, mut stream) = echo_with_a_stream(&rt, &[]);
-    echo.signal("INT");
-    assert!(
-        echo.wait_stderr("draining 1 session", LIMIT),
-        "{}",
-        echo.stderr()
-    );
+    starts_draining(&echo);
     let addr = echo.addr;
-    let mut stream = rt.block_on(within(LIMIT, "while draining", async move {
+    let stream = rt.block_on(within(LIMIT, "while draining", async move {
         // The open stream keeps working.
         echoed(&mut stream, &pattern(1, 200_000)).await;
         // A new connection is refused, and a new stream on the session is closed at once.
@@ -73,16 +92,7 @@ fn echo_drains_on_the_first_signal() {
         stream
     }));
     // Still running: the first stream is open.
-    assert!(echo.is_running(), "{}", echo.stderr());
-    rt.block_on(within(LIMIT, "last echo and EOF", async move {
-        echoed(&mut stream, b"still here").await;
-        stream.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        stream.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty());
-    }));
-    assert_eq!(echo.wait_exit(LIMIT), Some(0), "{}", echo.stderr());
-    assert!(echo.stderr().contains("drained: every session closed"));
+    exits_once_the_last_stream_ends(&rt, &mut echo, stream);
 }
 
 #[test]
@@ -140,34 +150,20 @@ fn connection_outlives_the_drain(
     tcp: TcpStream,
 ) {
     let addr = draining.addr;
-    let mut tcp = rt.block_on(within(LIMIT, "while draining", async move {
+    let tcp = rt.block_on(within(LIMIT, "while draining", async move {
         let mut tcp = tcp;
         echoed(&mut tcp, &pattern(2, 300_000)).await;
         refused(addr).await;
         tcp
     }));
-    assert!(draining.is_running(), "{}", draining.stderr());
-    rt.block_on(within(LIMIT, "last echo and EOF", async move {
-        echoed(&mut tcp, b"still here").await;
-        tcp.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        tcp.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty());
-    }));
-    assert_eq!(draining.wait_exit(LIMIT), Some(0), "{}", draining.stderr());
-    assert!(draining.stderr().contains("drained: every session closed"));
+    exits_once_the_last_stream_ends(rt, draining, tcp);
 }
 
 #[test]
 fn tunnel_server_drains_on_the_first_signal() {
     let rt = runtime();
     let (mut server, _client, tcp) = tunnel_with_a_connection(&rt);
-    server.signal("INT");
-    assert!(
-        server.wait_stderr("draining 1 session", LIMIT),
-        "{}",
-        server.stderr()
-    );
+    starts_draining(&server);
     connection_outlives_the_drain(&rt, &mut server, tcp);
 }
 
@@ -175,11 +171,6 @@ fn tunnel_server_drains_on_the_first_signal() {
 fn tunnel_client_drains_on_the_first_signal() {
     let rt = runtime();
     let (_server, mut client, tcp) = tunnel_with_a_connection(&rt);
-    client.signal("INT");
-    assert!(
-        client.wait_stderr("draining 1 session", LIMIT),
-        "{}",
-        client.stderr()
-    );
+    starts_draining(&client);
     connection_outlives_the_drain(&rt, &mut client, tcp);
 }

@@ -1,5 +1,5 @@
 //! The CLI against the Go reference peer (`interop/go/bin/smuxpeer`, xtaci/smux v1.5.16 as
-//! Debian ships it), built with `interop/build.sh`. Skipped (with a note) when Go is missing.
+//! Debian ships it), built with `interop/build.sh`; a failed build fails the tests (never a skip).
 //!
 //! Limits of Go smux 1.5.16 that shape these tests:
 //! - a Go stream has no half-close: `Close` sends FIN and drops the stream, so the Go tunnel
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{
     echo_through, go_peer, pattern, request_eof_target, request_response, run, runtime,
-    tcp_echo_target, within, Proc, Shutdown,
+    tcp_echo_target, tunnel_client, tunnel_server, within, Proc, Shutdown,
 };
 
 /// Go smux clients (each scenario a fresh process) against `rsmux echo`.
@@ -54,18 +54,21 @@ fn go_clients_against_rsmux_echo() {
     }
 }
 
-/// `rsmux tunnel server` to `target`, speaking `--smuxver ver`.
-fn rsmux_tunnel_server(target: &str, ver: &str) -> Proc {
-    Proc::rsmux(&[
-        "tunnel",
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--target",
-        target,
-        "--smuxver",
-        ver,
-    ])
+/// The Go peer's `tunnel-server` (smux version `ver`) on a free loopback port, to `target`.
+fn go_tunnel_server(go: &str, ver: &str, target: &str) -> Proc {
+    Proc::start(
+        go,
+        &[
+            "tunnel-server",
+            "-ver",
+            ver,
+            "-listen",
+            "127.0.0.1:0",
+            "-target",
+            target,
+            "-quiet",
+        ],
+    )
 }
 
 /// The Go peer's `tunnel-client` (one smux session of version `ver`) to `server`.
@@ -132,7 +135,7 @@ fn one_auto_version_server_serves_go_clients_of_both_versions() {
 
     let rt = runtime();
     let target = rt.block_on(tcp_echo_target()).to_string();
-    let server = rsmux_tunnel_server(&target, "auto");
+    let server = tunnel_server(&target, &["--smuxver", "auto"]);
     let s = server.addr.to_string();
     for v in ["1", "2"] {
         let client = go_tunnel_client(&go, v, &s);
@@ -152,7 +155,7 @@ fn go_tunnel_client_to_rsmux_tunnel_server() {
     let rt = runtime();
     for v in ["1", "2"] {
         let target = rt.block_on(tcp_echo_target()).to_string();
-        let server = rsmux_tunnel_server(&target, v);
+        let server = tunnel_server(&target, &["--smuxver", v]);
         let s = server.addr.to_string();
         let client = go_tunnel_client(&go, v, &s);
         let addr = client.addr;
@@ -189,55 +192,10 @@ fn rsmux_tunnel_client_to_go_tunnel_server() {
         // After our FIN a Go v2 stream only sends what fits its window (see the top).
         let response = if v == "1" { 2 << 20 } else { 32 << 10 };
         let eof_target = rt.block_on(request_eof_target(response)).to_string();
-        let echo_server = Proc::start(
-            &go,
-            &[
-                "tunnel-server",
-                "-ver",
-                v,
-                "-listen",
-                "127.0.0.1:0",
-                "-target",
-                &echo_target,
-                "-quiet",
-            ],
-        );
-        let eof_server = Proc::start(
-            &go,
-            &[
-                "tunnel-server",
-                "-ver",
-                v,
-                "-listen",
-                "127.0.0.1:0",
-                "-target",
-                &eof_target,
-                "-quiet",
-            ],
-        );
-        let (a, b) = (echo_server.addr.to_string(), eof_server.addr.to_string());
-        let echo_client = Proc::rsmux(&[
-            "tunnel",
-            "client",
-            "--listen",
-            "127.0.0.1:0",
-            "--server",
-            &a,
-            "--smuxver",
-            v,
-            "--conns",
-            "2",
-        ]);
-        let eof_client = Proc::rsmux(&[
-            "tunnel",
-            "client",
-            "--listen",
-            "127.0.0.1:0",
-            "--server",
-            &b,
-            "--smuxver",
-            v,
-        ]);
+        let echo_server = go_tunnel_server(&go, v, &echo_target);
+        let eof_server = go_tunnel_server(&go, v, &eof_target);
+        let echo_client = tunnel_client(&echo_server, &["--smuxver", v, "--conns", "2"]);
+        let eof_client = tunnel_client(&eof_server, &["--smuxver", v]);
         let (ea, fa) = (echo_client.addr, eof_client.addr);
         let when = if v == "1" {
             Shutdown::AfterWriting

@@ -4,13 +4,16 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
     net::SocketAddr,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
-use common::{echo_through, pattern, rsmux, runtime, tcp_echo_target, within, Proc, Shutdown};
+use common::{
+    echo_then_shutdown, echo_through, pattern, rsmux, runtime, tcp_echo_target, within, Proc,
+    Shutdown,
+};
+use rsmux_test_support::process::Child;
 
 /// Test key (the same on both ends).
 const KEY: &str = "rsmux kcptun cli test";
@@ -43,7 +46,8 @@ fn kcptun_bin(name: &str) -> String {
     path
 }
 
-/// A real kcptun process, killed on drop.
+/// A real kcptun process, killed on drop (its log is printed then with `KCPTUN_LOG` set, and
+/// when the test fails).
 struct Kcptun {
     child: Child,
     /// The address from its "listening on:" log line.
@@ -52,8 +56,13 @@ struct Kcptun {
 
 impl Drop for Kcptun {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if std::env::var_os("KCPTUN_LOG").is_some() {
+            eprintln!(
+                "--- log of {} ---\n{}",
+                self.child.desc(),
+                self.child.stderr()
+            );
+        }
     }
 }
 
@@ -62,37 +71,20 @@ impl Kcptun {
     /// port by then; the server binds its UDP port right after, and KCP retransmits anything
     /// sent before).
     fn start(name: &str, args: &[&str]) -> Kcptun {
-        let mut child = Command::new(kcptun_bin(name))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let label = name.to_string();
-        std::thread::spawn(move || {
-            let mut listening = String::new();
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some((_, addr)) = line.split_once("listening on: ") {
-                    listening = addr.trim().to_string();
-                }
-                if line.contains("key derivation done") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(listening.clone());
-                    }
-                }
-                if std::env::var_os("KCPTUN_LOG").is_some() {
-                    eprintln!("[{label}] {line}");
-                }
-            }
-        });
-        let listening = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("{name} {args:?} did not start"));
+        let child = Child::spawn(kcptun_bin(name), args);
+        assert!(
+            child.wait_stderr("key derivation done", Duration::from_secs(20)),
+            "{name} {args:?} did not start: {}",
+            child.stderr()
+        );
+        let log = child.stderr();
+        let listening = log
+            .lines()
+            .take_while(|l| !l.contains("key derivation done"))
+            .filter_map(|l| l.split_once("listening on: "))
+            .map(|(_, addr)| addr.trim().to_string())
+            .last()
+            .unwrap_or_default();
         Kcptun { child, listening }
     }
 }
@@ -218,15 +210,9 @@ fn rsmux_client_to_rsmux_server_non_default_flags() {
     let rt = runtime();
     rt.block_on(async {
         let target = tcp_echo_target().await.to_string();
-        let mut args = vec!["kcptun", "server", "-l", "127.0.0.1:0", "-t", &target];
-        args.extend(["--key", KEY]);
-        args.extend(NON_DEFAULT);
-        let server = Proc::rsmux(&args);
+        let server = rsmux_kcptun_server(&target, NON_DEFAULT);
         let udp = server.addr.to_string();
-        let mut args = vec!["kcptun", "client", "-l", "127.0.0.1:0", "-r", &udp];
-        args.extend(["--key", KEY]);
-        args.extend(NON_DEFAULT);
-        let client = Proc::rsmux(&args);
+        let client = rsmux_kcptun_client(&udp, NON_DEFAULT);
         echo_small_and_large(client.addr).await;
         assert!(
             client.stderr().contains("crypt salsa20"),
@@ -452,10 +438,7 @@ fn rsmux_client_to_real_kcptun_server_same_non_default_command_line() {
         let mut args = vec!["-l", &udp, "-t", &target, "--key", KEY];
         args.extend(NON_DEFAULT);
         let _server = Kcptun::start("kcptun-server", &args);
-        let mut args = vec!["kcptun", "client", "-l", "127.0.0.1:0", "-r", &udp];
-        args.extend(["--key", KEY]);
-        args.extend(NON_DEFAULT);
-        let client = Proc::rsmux(&args);
+        let client = rsmux_kcptun_client(&udp, NON_DEFAULT);
         echo_small_and_large(client.addr).await;
     });
 }
@@ -539,9 +522,7 @@ async fn steered_target() -> SocketAddr {
                     return;
                 }
                 if kind[0] == b'E' {
-                    if tokio::io::copy_buf(&mut r, &mut w).await.is_ok() {
-                        let _ = w.shutdown().await;
-                    }
+                    echo_then_shutdown(&mut r, &mut w).await;
                 } else {
                     let mut len = [0u8; 4];
                     if r.read_exact(&mut len).await.is_ok() {

@@ -16,8 +16,8 @@ use std::{
 };
 
 use common::{
-    bin, echo_through, pattern, request_eof_target, request_response, runtime, within, Proc,
-    Shutdown,
+    bin, echo_connection, echo_through, pattern, request_eof_target, request_response, runtime,
+    tunnel_client, tunnel_server, within, Proc, Shutdown,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -82,12 +82,7 @@ async fn counting_echo_target() -> (SocketAddr, Arc<AtomicUsize>) {
     tokio::spawn(async move {
         while let Ok((tcp, _)) = l.accept().await {
             seen.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let (mut r, mut w) = tcp.into_split();
-                if tokio::io::copy(&mut r, &mut w).await.is_ok() {
-                    let _ = w.shutdown().await;
-                }
-            });
+            tokio::spawn(echo_connection(tcp));
         }
     });
     (addr, count)
@@ -96,21 +91,10 @@ async fn counting_echo_target() -> (SocketAddr, Arc<AtomicUsize>) {
 /// A TLS server on loopback with its certificate and secret in `dir`; returns it and the
 /// fingerprint it logged.
 fn tls_server(target: SocketAddr, dir: &TempDir, extra: &[&str]) -> (Proc, String) {
-    let t = target.to_string();
     let d = dir.path().to_str().unwrap();
-    let mut args = vec![
-        "tunnel",
-        "server",
-        "--tls",
-        "--tls-dir",
-        d,
-        "--listen",
-        "127.0.0.1:0",
-        "--target",
-        &t,
-    ];
+    let mut args = vec!["--tls", "--tls-dir", d];
     args.extend(extra);
-    let server = Proc::rsmux(&args);
+    let server = tunnel_server(&target.to_string(), &args);
     let fingerprint = logged_fingerprint(&server);
     (server, fingerprint)
 }
@@ -142,21 +126,6 @@ fn logged_fingerprint(server: &Proc) -> String {
         .collect();
     assert_eq!(fingerprint.len(), "sha256:".len() + 64, "{fingerprint}");
     fingerprint
-}
-
-/// A tunnel client to `server` with `extra` flags.
-fn client(server: &Proc, extra: &[&str]) -> Proc {
-    let s = server.addr.to_string();
-    let mut args = vec![
-        "tunnel",
-        "client",
-        "--listen",
-        "127.0.0.1:0",
-        "--server",
-        &s,
-    ];
-    args.extend(extra);
-    Proc::rsmux(&args)
 }
 
 /// Connects through a client that has no session and checks the connection is closed
@@ -239,7 +208,7 @@ fn transfers_through_tls_are_byte_exact_v1_and_v2() {
         let dir = TempDir::new("bytes");
         let (server, fingerprint, count) = counted_tls_server(&rt, &dir, &["--smuxver", version]);
         let secret = dir.file("tunnel-secret");
-        let client = client(
+        let client = tunnel_client(
             &server,
             &[
                 "--smuxver",
@@ -279,7 +248,7 @@ fn half_close_crosses_the_tls_tunnel_v1_and_v2() {
         let target = rt.block_on(request_eof_target(1 << 20));
         let (server, fingerprint) = tls_server(target, &dir, &["--smuxver", "auto"]);
         let secret = dir.file("tunnel-secret");
-        let client = client(
+        let client = tunnel_client(
             &server,
             &[
                 "--smuxver",
@@ -313,7 +282,7 @@ fn a_ca_file_and_server_name_verify_the_server() {
     let cert = dir.file("tunnel-cert.pem");
     let secret = dir.file("tunnel-secret");
     // The self-signed certificate is its own CA, for its name.
-    let good = client(
+    let good = tunnel_client(
         &server,
         &[
             "--ca",
@@ -332,7 +301,7 @@ fn a_ca_file_and_server_name_verify_the_server() {
     ));
     assert_eq!(count.load(Ordering::SeqCst), 1);
     // Another name (by default the host of --server, 127.0.0.1) is not in the certificate.
-    let wrong = client(&server, &["--ca", &cert, "--secret-file", &secret]);
+    let wrong = tunnel_client(&server, &["--ca", &cert, "--secret-file", &secret]);
     refused(&rt, wrong.addr);
     expect_log(&wrong, "client", "certificate not valid for name");
     expect_log(&server, "server", "does not trust this certificate");
@@ -349,7 +318,7 @@ fn a_wrong_fingerprint_is_refused_and_nothing_reaches_the_target() {
     let last = wrong.pop().unwrap();
     wrong.push(if last == '0' { '1' } else { '0' });
     let secret = dir.file("tunnel-secret");
-    let client = client(
+    let client = tunnel_client(
         &server,
         &["--fingerprint", &wrong, "--secret-file", &secret],
     );
@@ -372,7 +341,7 @@ fn a_wrong_secret_is_refused_and_nothing_reaches_the_target() {
     let dir = TempDir::new("secret");
     let (server, fingerprint, count) = counted_tls_server(&rt, &dir, &[]);
     let other = dir.write("other-secret", &format!("{}\n", "ab".repeat(32)));
-    let client = client(
+    let client = tunnel_client(
         &server,
         &["--fingerprint", &fingerprint, "--secret-file", &other],
     );
@@ -466,7 +435,7 @@ fn a_plaintext_client_is_refused_by_a_tls_server() {
     let rt = runtime();
     let dir = TempDir::new("plainclient");
     let (server, _, count) = counted_tls_server(&rt, &dir, &[]);
-    let client = client(&server, &[]);
+    let client = tunnel_client(&server, &[]);
     refused(&rt, client.addr);
     expect_log(&server, "server", "not a TLS client");
     expect_log(&client, "client", "if the server runs with --tls");
@@ -478,18 +447,10 @@ fn a_tls_client_is_refused_by_a_plaintext_server() {
     let rt = runtime();
     let dir = TempDir::new("plainserver");
     let (target, count) = rt.block_on(counting_echo_target());
-    let t = target.to_string();
-    let server = Proc::rsmux(&[
-        "tunnel",
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--target",
-        &t,
-    ]);
+    let server = tunnel_server(&target.to_string(), &[]);
     let secret = dir.write("secret", &"cd".repeat(32));
     let fingerprint = format!("sha256:{}", "ef".repeat(32));
-    let client = client(
+    let client = tunnel_client(
         &server,
         &["--fingerprint", &fingerprint, "--secret-file", &secret],
     );

@@ -143,6 +143,16 @@ impl Child {
             .is_some()
     }
 
+    /// Waits (blocking, at most `limit`) until stderr contains `needle` at least `count`
+    /// times; whether it did.
+    pub fn wait_stderr_count(&self, needle: &str, count: usize, limit: Duration) -> bool {
+        self.shared
+            .wait_for(limit, |c| {
+                (c.stderr.matches(needle).count() >= count).then_some(())
+            })
+            .is_some()
+    }
+
     /// Waits (blocking, at most `limit`) for a stdout line starting with `prefix`, returning
     /// the rest of it; `None` on timeout or when stdout closed without one.
     pub fn wait_stdout_prefix(&self, prefix: &str, limit: Duration) -> Option<String> {
@@ -357,6 +367,8 @@ mod tests {
             "127.0.0.1:9".parse().unwrap()
         );
         assert!(c.wait_stderr("oops", Duration::from_secs(10)));
+        assert!(c.wait_stderr_count("oops", 1, Duration::from_secs(10)));
+        assert!(!c.wait_stderr_count("oops", 2, Duration::from_millis(10)));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

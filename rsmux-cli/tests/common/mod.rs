@@ -14,7 +14,7 @@ use rsmux_test_support::process::Child;
 #[allow(unused_imports)] // each test binary uses a different part
 pub use rsmux_test_support::{process::run, time::within};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncBufRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
 
@@ -86,19 +86,37 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A loopback address with nothing listening on it (a port bound and released).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Copies `r` to `w` until EOF, then half-closes `w` (not after an error).
+pub async fn echo_then_shutdown<R, W>(r: &mut R, w: &mut W)
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if tokio::io::copy_buf(r, w).await.is_ok() {
+        let _ = w.shutdown().await;
+    }
+}
+
+/// Echoes one connection until EOF, then half-closes it.
+pub async fn echo_connection(tcp: TcpStream) {
+    let (r, mut w) = tcp.into_split();
+    let mut r = tokio::io::BufReader::with_capacity(64 * 1024, r);
+    echo_then_shutdown(&mut r, &mut w).await;
+}
+
 /// A plain TCP echo target: echoes until EOF, then half-closes.
 pub async fn tcp_echo_target() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (r, mut w) = tcp.into_split();
-                let mut r = tokio::io::BufReader::with_capacity(64 * 1024, r);
-                if tokio::io::copy_buf(&mut r, &mut w).await.is_ok() {
-                    let _ = w.shutdown().await;
-                }
-            });
+            tokio::spawn(echo_connection(tcp));
         }
     });
     addr
@@ -215,4 +233,15 @@ pub fn tunnel_client(server: &Proc, extra: &[&str]) -> Proc {
     ];
     args.extend(extra);
     Proc::rsmux(&args)
+}
+
+/// A tunnel whose target cannot be reached refused only that stream: the server logged it,
+/// and the client's session did not end.
+pub fn only_the_stream_was_refused(server: &Proc, client: &Proc) {
+    assert!(
+        server.wait_stderr("cannot reach target", Duration::from_secs(5)),
+        "no log line: {}",
+        server.stderr()
+    );
+    assert!(!client.stderr().contains("ended"), "{}", client.stderr());
 }
